@@ -1,0 +1,34 @@
+# `make test` and `make sim` are the README's two commands: each creates or updates the
+# local virtualenv (.venv) from pyproject.toml first, so a fresh clone needs nothing else.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+# Where the shared traces live; override to point at another copy.
+GPUCAAS_DATA ?= $(abspath ../shared/data)
+SIM_NODES ?= 100
+
+.PHONY: test check sim bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+check: $(STAMP)
+	PATH=$(abspath $(BIN)):$$PATH scripts/check
+
+test: check
+	GPUCAAS_DATA=$(GPUCAAS_DATA) $(BIN)/python -m pytest
+
+sim: $(STAMP)
+	$(BIN)/gpucaas sim --trace $(GPUCAAS_DATA)/alibaba-gpu-v2023/openb_pod_list_default.csv \
+		--nodes $(SIM_NODES) --board hgx-h100-8 --policy all --mode dynamic
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/bench_placement.py
+	GPUCAAS_DATA=$(GPUCAAS_DATA) $(BIN)/python benchmarks/bench_sim.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
