@@ -1,0 +1,625 @@
+"""The fleet: every board's state, and the index that makes each decision near constant time.
+
+Boards are grouped into pools (same model, same labels). Inside a pool each board sits in
+one bucket keyed by its *shape*: the mask of blocked GPUs (used, unhealthy, cordoned or
+reserved) plus one bit for "has placements" (exclusive requests need an idle board). A
+policy's score depends only on the model, the ask and that mask, so the fleet precomputes,
+per (model, ask), the fitting shapes grouped by score, best first. A decision walks those
+groups until it meets a non-empty bucket and takes that bucket's lowest node index: a few
+dict lookups, whatever the fleet size. ``Fleet(..., index=False)`` runs the same policy as
+a plain scan over every board; it is the baseline the benchmark and the tests compare with.
+
+Pure and deterministic: no I/O, no clock; the only randomness is the ``random`` policy's
+RNG, seeded at construction.
+"""
+
+from __future__ import annotations
+
+import heapq
+import random
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
+
+from gpucaas.errors import InvalidRequest, MisuseError
+from gpucaas.topology import BoardModel, GpuMask, ModuleId, SizeOutOfRange
+
+from ._errors import DuplicateNode, UnknownNode
+from ._policy import Policy, get_policy
+from ._types import BoardState, Code, Placement, Request, RequestId, Status
+
+_NOT_INDEXED = -1
+
+
+class _Bucket:
+    """Boards of one shape: a set, plus a lazy min-heap of their node indices."""
+
+    __slots__ = ("heap", "members")
+
+    def __init__(self) -> None:
+        self.members: set[int] = set()
+        self.heap: list[int] = []
+
+    def add(self, index: int) -> None:
+        self.members.add(index)
+        heapq.heappush(self.heap, index)
+
+    def discard(self, index: int) -> None:
+        self.members.discard(index)
+        if len(self.heap) > 2 * len(self.members) + 16:
+            self.heap = list(self.members)
+            heapq.heapify(self.heap)
+
+    def first(self) -> int:
+        heap, members = self.heap, self.members
+        while heap[0] not in members:
+            heapq.heappop(heap)
+        return heap[0]
+
+
+class _Board:
+    __slots__ = (
+        "claim",
+        "cordoned",
+        "cordoned_gpus",
+        "free",
+        "index",
+        "key",
+        "labels",
+        "model",
+        "name",
+        "placements",
+        "pool",
+        "reserved",
+        "unhealthy",
+        "used",
+    )
+
+    def __init__(
+        self, name: str, index: int, model: BoardModel, labels: Mapping[str, str], pool: _Pool
+    ) -> None:
+        self.name = name
+        self.index = index
+        self.model = model
+        self.labels = labels
+        self.pool = pool
+        self.used = 0
+        self.unhealthy = 0
+        self.cordoned_gpus = 0
+        self.reserved = 0
+        self.cordoned = False
+        self.claim: str | None = None
+        self.placements: dict[RequestId, Placement] = {}
+        self.key = _NOT_INDEXED
+        self.free = 0
+
+    @property
+    def blocked(self) -> GpuMask:
+        return self.used | self.unhealthy | self.cordoned_gpus | self.reserved
+
+
+@dataclass(slots=True)
+class _Plan:
+    """Precomputed for one (model, ask): scores by shape key, and shapes by score."""
+
+    score_by_key: list[int | None]
+    groups: list[list[int]]
+    """Fitting shape keys grouped by score, best group first (all shapes)."""
+    idle_groups: list[list[int]]
+    """The same, only shapes of idle boards (for exclusive requests)."""
+
+
+class _Pool:
+    __slots__ = ("boards", "buckets", "labels", "model")
+
+    def __init__(self, model: BoardModel, labels: Mapping[str, str]) -> None:
+        self.model = model
+        self.labels = labels
+        self.buckets: dict[int, _Bucket] = {}
+        self.boards: dict[int, _Board] = {}
+
+    def matches(self, selector: Mapping[str, str]) -> bool:
+        labels = self.labels
+        return all(labels.get(k) == v for k, v in selector.items())
+
+
+@dataclass(frozen=True, slots=True)
+class _Reservation:
+    board: _Board
+    mask: GpuMask
+    exclusive: bool
+
+
+class Fleet:
+    """Boards, their placements, and the decisions of one placement policy.
+
+    Parameters:
+        policy: a board policy or its name (see ``POLICIES``).
+        seed: seeds the RNG of the ``random`` policy; same seed, same decisions.
+        index: False runs every decision as a full scan over the boards (the baseline).
+    """
+
+    def __init__(self, policy: Policy | str = "best-fit", *, seed: int = 0, index: bool = True):
+        self.policy: Policy = get_policy(policy) if isinstance(policy, str) else policy
+        self._rng = random.Random(seed)
+        self._index = index
+        self._boards: dict[str, _Board] = {}
+        self._by_index: list[_Board | None] = []
+        self._pools: dict[tuple[str, frozenset[tuple[str, str]]], _Pool] = {}
+        self._pools_for: dict[frozenset[tuple[str, str]], list[_Pool]] = {}
+        self._plans: dict[tuple[int, int], _Plan | None] = {}
+        self._claims: dict[str, dict[int, _Board]] = {}
+        self._reservations: dict[RequestId, _Reservation] = {}
+        self._placed: dict[RequestId, _Board] = {}
+        self._capacity = 0
+        self._free = 0
+        self._allocated = 0
+
+    # -- nodes -------------------------------------------------------------------------
+
+    def add_node(
+        self, name: str, model: BoardModel, labels: Mapping[str, str] | None = None
+    ) -> None:
+        """Add an empty, healthy board. Raises :class:`DuplicateNode`."""
+        if name in self._boards:
+            raise DuplicateNode(name)
+        frozen = MappingProxyType(dict(labels or {}))
+        pool_key = (model.name, frozenset(frozen.items()))
+        pool = self._pools.get(pool_key)
+        if pool is None:
+            pool = self._pools[pool_key] = _Pool(model, frozen)
+            self._pools_for.clear()
+        board = _Board(name, len(self._by_index), model, frozen, pool)
+        self._by_index.append(board)
+        self._boards[name] = board
+        pool.boards[board.index] = board
+        self._capacity += model.gpu_count
+        self._update(board)
+
+    def remove_node(self, name: str) -> tuple[Placement, ...]:
+        """Take a board out of the fleet; returns the placements that ran on it (now lost).
+
+        Raises :class:`UnknownNode`.
+        """
+        board = self._board(name)
+        lost = tuple(board.placements.values())
+        for placement in lost:
+            self.release(placement)
+        for request_id in [r for r, res in self._reservations.items() if res.board is board]:
+            self.cancel_reservation(request_id)
+        board.cordoned = True
+        self._update(board)
+        self._free -= board.free
+        board.free = 0
+        self._capacity -= board.model.gpu_count
+        del board.pool.boards[board.index]
+        self._by_index[board.index] = None
+        del self._boards[name]
+        return lost
+
+    def set_gpu_health(self, name: str, module_id: ModuleId | int, healthy: bool) -> None:
+        """Mark a GPU healthy or not. A GPU in use stays allocated; once released it stays
+        out of placement until healthy again. Raises :class:`UnknownNode`."""
+        board = self._board(name)
+        bit = self._gpu_bit(board, module_id)
+        board.unhealthy = board.unhealthy & ~bit if healthy else board.unhealthy | bit
+        self._update(board)
+
+    def cordon_gpu(self, name: str, module_id: ModuleId | int, cordoned: bool = True) -> None:
+        """Keep new placements off one GPU (running work is untouched)."""
+        board = self._board(name)
+        bit = self._gpu_bit(board, module_id)
+        board.cordoned_gpus = board.cordoned_gpus | bit if cordoned else board.cordoned_gpus & ~bit
+        self._update(board)
+
+    def cordon_node(self, name: str, cordoned: bool = True) -> None:
+        """Keep new placements off a whole board (running work is untouched)."""
+        board = self._board(name)
+        board.cordoned = cordoned
+        self._update(board)
+
+    # -- decisions ---------------------------------------------------------------------
+
+    def place(self, request: Request) -> Placement | Status:
+        """Place a request now, or say why not.
+
+        Returns the :class:`Placement` (already recorded), or a :class:`Status` with
+        ``NO_FIT`` (try again after a release) or ``NEVER_FITS`` (reject: no board in this
+        fleet can ever hold it). Placing a request id that is already placed is a
+        :class:`MisuseError`.
+        """
+        if request.id in self._placed:
+            raise MisuseError(f"request {request.id!r} is already placed; release it first")
+        reservation = self._reservations.get(request.id)
+        if reservation is not None:
+            return self._place_reserved(request, reservation)
+        pools = self._eligible_pools(request.node_selector)
+        best: _Board | None = None
+        if self.policy.randomized:
+            candidates = [
+                b for b in self._candidates(request, pools) if self._score(b, request) is not None
+            ]
+            if candidates:
+                best = candidates[self._rng.randrange(len(candidates))]
+        elif self._index:
+            best = self._indexed_choice(request, pools)
+        else:
+            best = self._scan_choice(request, pools)
+        if best is None:
+            return self._why_not(request, pools)
+        choice = self.policy.choose(best.model, request.gpus, best.blocked)
+        if choice is None:  # pragma: no cover - score and choose disagree: a policy bug
+            raise MisuseError(f"policy {self.policy.name} scored {best.name} but chose nothing")
+        mask, partition_id = choice
+        return self._commit(best, request, mask, partition_id)
+
+    def release(self, placement: Placement) -> bool:
+        """Free a placement's GPUs. Idempotent: False when it was not (or no longer) placed."""
+        board = self._placed.pop(placement.request_id, None)
+        if board is None or board.placements.pop(placement.request_id, None) is None:
+            return False
+        board.used &= ~placement.mask
+        self._allocated -= placement.gpus
+        if board.claim is not None and not any(p.exclusive for p in board.placements.values()):
+            self._claims[board.claim].pop(board.index, None)
+            board.claim = None
+        self._update(board)
+        return True
+
+    def reserve(self, request: Request) -> Placement | Status:
+        """Hold GPUs for a request that keeps losing to younger ones (starvation guard).
+
+        Picks the board and partition that need the fewest running GPUs to drain (ties:
+        lowest node index, lowest partition id); an exclusive request holds the whole
+        board. Held GPUs take no new work; :meth:`place` for this request then uses them
+        as soon as they are free. Returns the planned :class:`Placement` (not yet
+        running), or a ``NEVER_FITS``/``NO_FIT`` status.
+        """
+        if request.id in self._reservations:
+            res = self._reservations[request.id]
+            return self._planned(request, res.board, res.mask)
+        pools = self._eligible_pools(request.node_selector)
+        best: tuple[int, int, int, _Board, GpuMask] | None = None
+        for board in self._candidates(request, pools, include_busy=True):
+            model = board.model
+            try:
+                size = model.size_for(request.gpus)
+            except SizeOutOfRange:
+                continue
+            unusable = board.unhealthy | board.cordoned_gpus | board.reserved
+            if request.exclusive:
+                options = (
+                    []
+                    if unusable & model.full_mask == model.full_mask
+                    else [(0, model.full_mask & ~unusable)]
+                )
+                if options and model.best_partition(size, unusable) is None:
+                    options = []
+            else:
+                options = [
+                    (int(p.id), p.mask)
+                    for p in model.partitions
+                    if p.size == size and not p.mask & unusable
+                ]
+            for partition_id, mask in options:
+                cost = (board.used & mask).bit_count()
+                key = (cost, board.index, partition_id, board, mask)
+                if best is None or key[:3] < best[:3]:
+                    best = key
+        if best is None:
+            return self._why_not(request, pools)
+        board, mask = best[3], best[4]
+        self._reservations[request.id] = _Reservation(board, mask, request.exclusive)
+        board.reserved |= mask
+        self._update(board)
+        return self._planned(request, board, mask)
+
+    def cancel_reservation(self, request_id: RequestId) -> bool:
+        """Give held GPUs back. Idempotent: False when there was no reservation."""
+        res = self._reservations.pop(request_id, None)
+        if res is None:
+            return False
+        res.board.reserved &= ~res.mask
+        self._update(res.board)
+        return True
+
+    # -- views -------------------------------------------------------------------------
+
+    @property
+    def capacity(self) -> int:
+        """GPUs on every board in the fleet."""
+        return self._capacity
+
+    @property
+    def free_gpus(self) -> int:
+        """GPUs that are healthy, not cordoned and not allocated (reserved ones included)."""
+        return self._free
+
+    @property
+    def allocated_gpus(self) -> int:
+        """GPUs granted to running placements."""
+        return self._allocated
+
+    @property
+    def monotone(self) -> bool:
+        """True when a failed ask of N GPUs implies every larger ask fails too (all board
+        models nested, or count-only); the queue then skips larger asks in a pass."""
+        return not self.policy.partition_aware or all(p.model.nested for p in self._pools.values())
+
+    def __len__(self) -> int:
+        return len(self._boards)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._boards
+
+    def placements(self) -> Iterator[Placement]:
+        for board in self._boards.values():
+            yield from board.placements.values()
+
+    def reservation(self, request_id: RequestId) -> Placement | None:
+        res = self._reservations.get(request_id)
+        return None if res is None else self._planned_id(request_id, res.board, res.mask)
+
+    def board(self, name: str) -> BoardState:
+        """A snapshot of one board. Raises :class:`UnknownNode`."""
+        return self._snapshot(self._board(name))
+
+    def boards(self) -> list[BoardState]:
+        """Snapshots of every board, by node index."""
+        return [self._snapshot(b) for b in self._by_index if b is not None]
+
+    # -- internals ---------------------------------------------------------------------
+
+    def _board(self, name: str) -> _Board:
+        try:
+            return self._boards[name]
+        except KeyError:
+            raise UnknownNode(name) from None
+
+    @staticmethod
+    def _gpu_bit(board: _Board, module_id: int) -> int:
+        if not 1 <= module_id <= board.model.gpu_count:
+            raise InvalidRequest(
+                f"module ID {module_id} is out of range for board {board.name} "
+                f"({board.model.name} has module IDs 1..{board.model.gpu_count})"
+            )
+        return 1 << (module_id - 1)
+
+    def _snapshot(self, board: _Board) -> BoardState:
+        return BoardState(
+            name=board.name,
+            index=board.index,
+            model=board.model.name,
+            labels=board.labels,
+            used=board.used,
+            unhealthy=board.unhealthy,
+            cordoned_gpus=board.cordoned_gpus,
+            reserved=board.reserved,
+            cordoned=board.cordoned,
+            placements=tuple(board.placements.values()),
+        )
+
+    def _eligible_pools(self, selector: Mapping[str, str]) -> list[_Pool]:
+        key = frozenset(selector.items())
+        pools = self._pools_for.get(key)
+        if pools is None:
+            pools = self._pools_for[key] = [p for p in self._pools.values() if p.matches(selector)]
+        return pools
+
+    def _plan(self, model: BoardModel, gpus: int) -> _Plan | None:
+        cache_key = (id(model), gpus)
+        try:
+            return self._plans[cache_key]
+        except KeyError:
+            pass
+        plan: _Plan | None = None
+        try:
+            full = model.full_mask
+            busy_bit = full + 1
+            scores: list[int | None] = [None] * (2 * busy_bit)
+            by_score: dict[int, list[int]] = {}
+            for blocked in range(busy_bit):
+                score = self.policy.score(model, gpus, blocked)
+                if score is None:
+                    continue
+                for key in (blocked, blocked | busy_bit):
+                    scores[key] = score
+                    by_score.setdefault(score, []).append(key)
+            order = sorted(by_score, reverse=True)
+            groups = [by_score[s] for s in order]
+            idle = [[k for k in g if not k & busy_bit] for g in groups]
+            plan = _Plan(scores, groups, idle)
+        except SizeOutOfRange:
+            plan = None
+        self._plans[cache_key] = plan
+        return plan
+
+    def _candidates(
+        self, request: Request, pools: Iterable[_Pool], *, include_busy: bool = False
+    ) -> Iterator[_Board]:
+        """Boards the request may use at all (not its score): open, or claimed by its tenant
+        when exclusive; exclusive requests need an idle board (``include_busy`` lifts that
+        for reservations, which wait for the board to drain)."""
+        for pool in pools:
+            for board in pool.boards.values():
+                if board.cordoned or board.claim is not None:
+                    continue
+                if request.exclusive and board.placements and not include_busy:
+                    continue
+                yield board
+        if request.exclusive:
+            for board in self._claims.get(request.tenant, {}).values():
+                if not board.cordoned and board.pool in pools:
+                    yield board
+
+    def _score(self, board: _Board, request: Request) -> int | None:
+        try:
+            return self.policy.score(board.model, request.gpus, board.blocked)
+        except SizeOutOfRange:
+            return None
+
+    def _scan_choice(self, request: Request, pools: list[_Pool]) -> _Board | None:
+        best: _Board | None = None
+        best_score = 0
+        for board in self._candidates(request, pools):
+            score = self._score(board, request)
+            if score is not None and (best is None or score > best_score):
+                best, best_score = board, score
+        return best
+
+    def _indexed_choice(self, request: Request, pools: list[_Pool]) -> _Board | None:
+        best: _Board | None = None
+        best_score = 0
+        for pool in pools:
+            if not pool.buckets:
+                continue
+            plan = self._plan(pool.model, request.gpus)
+            if plan is None:
+                continue
+            buckets = pool.buckets
+            found: int | None = None
+            score: int | None = None
+            if len(buckets) <= 24:
+                idle_only = request.exclusive
+                busy_bit = pool.model.full_mask + 1
+                scores = plan.score_by_key
+                for key, bucket in buckets.items():
+                    s = scores[key]
+                    if s is None or (idle_only and key & busy_bit):
+                        continue
+                    first = bucket.first()
+                    if found is None or score is None or s > score or (
+                        s == score and first < found
+                    ):
+                        score, found = s, first
+            else:
+                for group in plan.idle_groups if request.exclusive else plan.groups:
+                    for key in group:
+                        maybe = buckets.get(key)
+                        if maybe is not None:
+                            first = maybe.first()
+                            if found is None or first < found:
+                                found = first
+                    if found is not None:
+                        score = plan.score_by_key[group[0]]
+                        break
+            if found is None or score is None:
+                continue
+            board = pool.boards[found]
+            if (
+                best is None
+                or score > best_score
+                or (score == best_score and board.index < best.index)
+            ):
+                best, best_score = board, score
+        if request.exclusive:
+            for board in self._claims.get(request.tenant, {}).values():
+                if board.cordoned or board.pool not in pools:
+                    continue
+                s = self._score(board, request)
+                if s is not None and (
+                    best is None or s > best_score or (s == best_score and board.index < best.index)
+                ):
+                    best, best_score = board, s
+        return best
+
+    def _why_not(self, request: Request, pools: list[_Pool]) -> Status:
+        if not pools:
+            selector = ", ".join(f"{k}={v}" for k, v in request.node_selector.items())
+            return Status(
+                Code.NEVER_FITS,
+                (f"no node matches the node selector {selector}",)
+                if selector
+                else ("the fleet has no nodes",),
+            )
+        limits = []
+        for pool in pools:
+            model = pool.model
+            limit = model.gpu_count if not self.policy.partition_aware else max(model.sizes)
+            if request.gpus <= limit and request.gpus >= 1:
+                return Status(
+                    Code.NO_FIT, (f"no board has {request.gpus} free GPUs in one partition now",)
+                )
+            limits.append(f"{model.name} holds at most {limit}")
+        return Status(Code.NEVER_FITS, (f"{request.gpus} GPUs asked; {'; '.join(limits)}",))
+
+    def _commit(
+        self, board: _Board, request: Request, mask: GpuMask, partition_id: int | None
+    ) -> Placement:
+        if mask & board.blocked:
+            raise MisuseError(f"GPUs {mask:#x} on {board.name} are not free")  # pragma: no cover
+        placement = Placement(
+            request_id=request.id,
+            node=board.name,
+            gpus=mask.bit_count(),
+            mask=mask,
+            partition_id=None if partition_id is None else board.model.partition(partition_id).id,
+            tenant=request.tenant,
+            exclusive=request.exclusive,
+        )
+        board.used |= mask
+        board.placements[request.id] = placement
+        self._placed[request.id] = board
+        self._allocated += placement.gpus
+        if request.exclusive and board.claim is None:
+            board.claim = request.tenant
+            self._claims.setdefault(request.tenant, {})[board.index] = board
+        self._update(board)
+        return placement
+
+    def _place_reserved(self, request: Request, res: _Reservation) -> Placement | Status:
+        board = res.board
+        if board.used & res.mask or (res.exclusive and board.placements):
+            return Status(Code.NO_FIT, (f"waiting for reserved GPUs on {board.name} to drain",))
+        blocked = board.blocked & ~res.mask
+        choice = self.policy.choose(board.model, request.gpus, blocked)
+        if choice is None:
+            # The held GPUs went unhealthy or were cordoned: reserve again elsewhere.
+            self.cancel_reservation(request.id)
+            return Status(Code.NO_FIT, (f"reserved GPUs on {board.name} became unusable",))
+        self.cancel_reservation(request.id)
+        return self._commit(board, request, choice[0], choice[1])
+
+    def _planned(self, request: Request, board: _Board, mask: GpuMask) -> Placement:
+        return self._planned_id(request.id, board, mask, request)
+
+    @staticmethod
+    def _planned_id(
+        request_id: RequestId, board: _Board, mask: GpuMask, request: Request | None = None
+    ) -> Placement:
+        partition = board.model.partition_for_mask(mask)
+        return Placement(
+            request_id=request_id,
+            node=board.name,
+            gpus=mask.bit_count(),
+            mask=mask,
+            partition_id=None if partition is None else partition.id,
+            tenant="" if request is None else request.tenant,
+            exclusive=False if request is None else request.exclusive,
+        )
+
+    def _update(self, board: _Board) -> None:
+        """Re-file a board under its current shape and refresh the free-GPU count."""
+        model = board.model
+        usable = model.full_mask & ~(board.used | board.unhealthy | board.cordoned_gpus)
+        free = 0 if board.cordoned else usable.bit_count()
+        self._free += free - board.free
+        board.free = free
+        if board.cordoned or board.claim is not None:
+            key = _NOT_INDEXED
+        else:
+            key = board.blocked | ((model.full_mask + 1) if board.placements else 0)
+        if key == board.key:
+            return
+        buckets = board.pool.buckets
+        if board.key != _NOT_INDEXED:
+            old = buckets[board.key]
+            old.discard(board.index)
+            if not old.members:
+                del buckets[board.key]
+        if key != _NOT_INDEXED:
+            bucket = buckets.get(key)
+            if bucket is None:
+                bucket = buckets[key] = _Bucket()
+            bucket.add(board.index)
+        board.key = key

@@ -1,0 +1,143 @@
+"""The wait queue: FIFO with backfill and a starvation guard.
+
+The rule, applied on every :meth:`Queue.schedule` pass:
+
+1. Waiting requests are tried in arrival order; each one that fits starts at once, even
+   while an older one keeps waiting (backfill), so small requests do not idle the fleet
+   behind a large one.
+2. Each time a younger request starts while the oldest waiting request (the *head*) still
+   waits, the head's bypass count grows by one.
+3. When the head's bypass count reaches ``max_bypass``, the allocator reserves for it the
+   partition that needs the fewest running GPUs to drain (:meth:`Fleet.reserve`). Reserved
+   GPUs take no new work, so they only drain, and the head starts as soon as they are
+   free. Only the head ever holds a reservation, so at most one is held at a time.
+4. A request that can never fit (``NEVER_FITS``) leaves the queue and is returned as
+   rejected, with the reasons.
+
+Within one pass, once an ask of N GPUs has failed, larger asks with the same constraints
+are not tried (they cannot fit on nested partition tables); this keeps a long queue cheap.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+from gpucaas.errors import MisuseError
+
+from ._api import Allocator
+from ._types import Code, Placement, Request, RequestId, Status
+
+DEFAULT_MAX_BYPASS = 32
+"""Younger requests that may start ahead of the head before it gets a reservation."""
+
+
+@dataclass(slots=True)
+class _Waiting:
+    request: Request
+    bypassed: int = 0
+    reserved: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Scheduled:
+    """What one pass did."""
+
+    placed: list[Placement] = field(default_factory=list)
+    rejected: list[tuple[Request, Status]] = field(default_factory=list)
+    reserved: Placement | None = None
+    """The reservation made for the head in this pass, if any."""
+
+
+class Queue:
+    """Requests waiting for GPUs, in arrival order."""
+
+    def __init__(self, *, max_bypass: int = DEFAULT_MAX_BYPASS) -> None:
+        if max_bypass < 1:
+            raise MisuseError(f"max_bypass must be ≥ 1, got {max_bypass}")
+        self.max_bypass = max_bypass
+        self._waiting: dict[RequestId, _Waiting] = {}
+        self._by_size: dict[int, int] = {}
+
+    def push(self, request: Request) -> None:
+        """Add a request at the back. A request id already waiting is a :class:`MisuseError`."""
+        if request.id in self._waiting:
+            raise MisuseError(f"request {request.id!r} is already queued")
+        self._waiting[request.id] = _Waiting(request)
+        self._by_size[request.gpus] = self._by_size.get(request.gpus, 0) + 1
+
+    def remove(self, request_id: RequestId, allocator: Allocator | None = None) -> Request | None:
+        """Take a request out (cancelled); drops its reservation on ``allocator``. Idempotent."""
+        waiting = self._waiting.get(request_id)
+        if waiting is None:
+            return None
+        self._drop(waiting)
+        if waiting.reserved and allocator is not None:
+            allocator.cancel_reservation(request_id)
+        return waiting.request
+
+    def schedule(self, allocator: Allocator) -> Scheduled:
+        """One pass over the queue (the rule is in the module docstring)."""
+        result = Scheduled()
+        head: _Waiting | None = None
+        failed: dict[tuple[object, ...], int] = {}
+        monotone = allocator.monotone
+        for waiting in list(self._waiting.values()):
+            request = waiting.request
+            shape = (
+                frozenset(request.node_selector.items()),
+                request.exclusive,
+                request.tenant if request.exclusive else "",
+            )
+            if not waiting.reserved and monotone and request.gpus >= failed.get(shape, 1 << 30):
+                if head is None:
+                    head = waiting
+                continue
+            outcome = allocator.place(request)
+            if isinstance(outcome, Placement):
+                self._drop(waiting)
+                result.placed.append(outcome)
+                if head is not None:
+                    head.bypassed += 1
+            elif outcome.code is Code.NEVER_FITS:
+                self._drop(waiting)
+                if waiting.reserved:
+                    allocator.cancel_reservation(request.id)
+                result.rejected.append((request, outcome))
+            else:
+                if not waiting.reserved:
+                    failed[shape] = min(failed.get(shape, 1 << 30), request.gpus)
+                if head is None:
+                    head = waiting
+        if head is not None and not head.reserved and head.bypassed >= self.max_bypass:
+            held = allocator.reserve(head.request)
+            if isinstance(held, Placement):
+                head.reserved = True
+                return Scheduled(result.placed, result.rejected, held)
+        return result
+
+    def __len__(self) -> int:
+        return len(self._waiting)
+
+    def __iter__(self) -> Iterator[Request]:
+        return (w.request for w in self._waiting.values())
+
+    def __contains__(self, request_id: object) -> bool:
+        return request_id in self._waiting
+
+    def smallest(self) -> int | None:
+        """The fewest GPUs any waiting request asks for, or None when empty."""
+        return min(self._by_size) if self._by_size else None
+
+    def waiting_sizes(self) -> dict[int, int]:
+        """Waiting requests by GPUs asked."""
+        return dict(self._by_size)
+
+    def _drop(self, waiting: _Waiting) -> None:
+        del self._waiting[waiting.request.id]
+        gpus = waiting.request.gpus
+        left = self._by_size[gpus] - 1
+        if left:
+            self._by_size[gpus] = left
+        else:
+            del self._by_size[gpus]
