@@ -223,6 +223,9 @@ class Fleet:
     def place(self, request: Request) -> Placement | Status:
         """Place a request now, or say why not.
 
+        A request holding a reservation (:meth:`reserve`) takes its held GPUs once they
+        drained, or any other fit that turns up first (the hold is then let go).
+
         Returns the :class:`Placement` (already recorded), or a :class:`Status` with
         ``NO_FIT`` (try again after a release) or ``NEVER_FITS`` (reject: no board in this
         fleet can ever hold it). Placing a request id that is already placed is a
@@ -232,7 +235,9 @@ class Fleet:
             raise MisuseError(f"request {request.id!r} is already placed; release it first")
         reservation = self._reservations.get(request.id)
         if reservation is not None:
-            return self._place_reserved(request, reservation)
+            held = self._place_reserved(request, reservation)
+            if held is not None:
+                return held
         pools = self._eligible_pools(request.node_selector)
         best: _Board | None = None
         if self.policy.randomized:
@@ -246,7 +251,13 @@ class Fleet:
         else:
             best = self._scan_choice(request, pools)
         if best is None:
+            if request.id in self._reservations:
+                board = self._reservations[request.id].board
+                return Status(Code.NO_FIT, (f"waiting for reserved GPUs on {board.name} to drain",))
             return self._why_not(request, pools)
+        if request.id in self._reservations:
+            # It fits elsewhere before its held GPUs drained: let the hold go.
+            self.cancel_reservation(request.id)
         choice = self.policy.choose(best.model, request.gpus, best.blocked)
         if choice is None:  # pragma: no cover - score and choose disagree: a policy bug
             raise MisuseError(f"policy {self.policy.name} scored {best.name} but chose nothing")
@@ -488,8 +499,11 @@ class Fleet:
                     if s is None or (idle_only and key & busy_bit):
                         continue
                     first = bucket.first()
-                    if found is None or score is None or s > score or (
-                        s == score and first < found
+                    if (
+                        found is None
+                        or score is None
+                        or s > score
+                        or (s == score and first < found)
                     ):
                         score, found = s, first
             else:
@@ -567,17 +581,17 @@ class Fleet:
         self._update(board)
         return placement
 
-    def _place_reserved(self, request: Request, res: _Reservation) -> Placement | Status:
+    def _place_reserved(self, request: Request, res: _Reservation) -> Placement | None:
+        """Place on the held GPUs once they drained; None while they have not."""
         board = res.board
         if board.used & res.mask or (res.exclusive and board.placements):
-            return Status(Code.NO_FIT, (f"waiting for reserved GPUs on {board.name} to drain",))
+            return None
         blocked = board.blocked & ~res.mask
         choice = self.policy.choose(board.model, request.gpus, blocked)
-        if choice is None:
-            # The held GPUs went unhealthy or were cordoned: reserve again elsewhere.
-            self.cancel_reservation(request.id)
-            return Status(Code.NO_FIT, (f"reserved GPUs on {board.name} became unusable",))
         self.cancel_reservation(request.id)
+        if choice is None:
+            # The held GPUs went unhealthy or were cordoned: the queue may reserve again.
+            return None
         return self._commit(board, request, choice[0], choice[1])
 
     def _planned(self, request: Request, board: _Board, mask: GpuMask) -> Placement:

@@ -28,13 +28,33 @@ from gpucaas.errors import MisuseError
 from ._api import Allocator
 from ._types import Code, Placement, Request, RequestId, Status
 
-DEFAULT_MAX_BYPASS = 32
-"""Younger requests that may start ahead of the head before it gets a reservation."""
+DEFAULT_MAX_BYPASS = 1024
+"""Younger requests that may start ahead of the head before it gets a reservation.
+
+Held GPUs idle while they drain, so the guard has a price: on the shared Alibaba trace
+(6 H100 boards, best-fit) a limit of 32 cost 1.0 % of capacity-hours in fragmentation,
+1024 cost 0.6 %, none at all 0.4 %. 1024 keeps starvation bounded at a small price.
+"""
+
+
+_Shape = tuple[frozenset[tuple[str, str]], bool, str]
+"""What besides size decides where a request may go: node selector, exclusive, tenant."""
+
+_NEVER = 1 << 30
+
+
+def _shape(request: Request) -> _Shape:
+    return (
+        frozenset(request.node_selector.items()),
+        request.exclusive,
+        request.tenant if request.exclusive else "",
+    )
 
 
 @dataclass(slots=True)
 class _Waiting:
     request: Request
+    shape: _Shape
     bypassed: int = 0
     reserved: bool = False
 
@@ -58,13 +78,17 @@ class Queue:
         self.max_bypass = max_bypass
         self._waiting: dict[RequestId, _Waiting] = {}
         self._by_size: dict[int, int] = {}
+        self._shapes: dict[_Shape, dict[int, int]] = {}
 
     def push(self, request: Request) -> None:
         """Add a request at the back. A request id already waiting is a :class:`MisuseError`."""
         if request.id in self._waiting:
             raise MisuseError(f"request {request.id!r} is already queued")
-        self._waiting[request.id] = _Waiting(request)
+        waiting = _Waiting(request, _shape(request))
+        self._waiting[request.id] = waiting
         self._by_size[request.gpus] = self._by_size.get(request.gpus, 0) + 1
+        sizes = self._shapes.setdefault(waiting.shape, {})
+        sizes[request.gpus] = sizes.get(request.gpus, 0) + 1
 
     def remove(self, request_id: RequestId, allocator: Allocator | None = None) -> Request | None:
         """Take a request out (cancelled); drops its reservation on ``allocator``. Idempotent."""
@@ -80,35 +104,41 @@ class Queue:
         """One pass over the queue (the rule is in the module docstring)."""
         result = Scheduled()
         head: _Waiting | None = None
-        failed: dict[tuple[object, ...], int] = {}
+        failed: dict[_Shape, int] = {}
+        closed = 0
         monotone = allocator.monotone
-        for waiting in list(self._waiting.values()):
+        done: list[_Waiting] = []
+        for waiting in self._waiting.values():
             request = waiting.request
-            shape = (
-                frozenset(request.node_selector.items()),
-                request.exclusive,
-                request.tenant if request.exclusive else "",
-            )
-            if not waiting.reserved and monotone and request.gpus >= failed.get(shape, 1 << 30):
+            shape = waiting.shape
+            if not waiting.reserved and monotone and request.gpus >= failed.get(shape, _NEVER):
                 if head is None:
                     head = waiting
                 continue
             outcome = allocator.place(request)
             if isinstance(outcome, Placement):
-                self._drop(waiting)
+                done.append(waiting)
                 result.placed.append(outcome)
                 if head is not None:
                     head.bypassed += 1
             elif outcome.code is Code.NEVER_FITS:
-                self._drop(waiting)
+                done.append(waiting)
                 if waiting.reserved:
                     allocator.cancel_reservation(request.id)
                 result.rejected.append((request, outcome))
             else:
-                if not waiting.reserved:
-                    failed[shape] = min(failed.get(shape, 1 << 30), request.gpus)
                 if head is None:
                     head = waiting
+                if not waiting.reserved and request.gpus < failed.get(shape, _NEVER):
+                    failed[shape] = request.gpus
+                    # Nothing of this shape can start any more in this pass once its
+                    # smallest ask failed; stop when that holds for every shape.
+                    if monotone and request.gpus <= min(self._shapes[shape]):
+                        closed += 1
+                        if closed == len(self._shapes):
+                            break
+        for waiting in done:
+            self._drop(waiting)
         if head is not None and not head.reserved and head.bypassed >= self.max_bypass:
             held = allocator.reserve(head.request)
             if isinstance(held, Placement):
@@ -136,8 +166,16 @@ class Queue:
     def _drop(self, waiting: _Waiting) -> None:
         del self._waiting[waiting.request.id]
         gpus = waiting.request.gpus
-        left = self._by_size[gpus] - 1
-        if left:
-            self._by_size[gpus] = left
-        else:
-            del self._by_size[gpus]
+        _decrement(self._by_size, gpus)
+        sizes = self._shapes[waiting.shape]
+        _decrement(sizes, gpus)
+        if not sizes:
+            del self._shapes[waiting.shape]
+
+
+def _decrement(counts: dict[int, int], key: int) -> None:
+    left = counts[key] - 1
+    if left:
+        counts[key] = left
+    else:
+        del counts[key]

@@ -1,0 +1,31 @@
+"""The fleet simulator: replay cluster traces (or synthetic ones) through ``placement``.
+
+Pure core plus I/O at the edges: trace files in, JSON and PNG reports out.
+"""
+
+from ._engine import MODES, SimConfig, expected_work, parse_policies, simulate
+from ._errors import SyntheticSpecError, TraceError
+from ._results import DynamicResult, InflationResult, Result, WaitStats, percentile
+from ._synthetic import SyntheticSpec, generate, write_trace_csv
+from ._trace import Trace, TracePod, load_trace
+
+__all__ = [
+    "MODES",
+    "DynamicResult",
+    "InflationResult",
+    "Result",
+    "SimConfig",
+    "SyntheticSpec",
+    "SyntheticSpecError",
+    "Trace",
+    "TraceError",
+    "TracePod",
+    "WaitStats",
+    "expected_work",
+    "generate",
+    "load_trace",
+    "parse_policies",
+    "percentile",
+    "simulate",
+    "write_trace_csv",
+]

@@ -178,6 +178,8 @@ class BoardModel:
     def partition_for(self, module_ids: Iterable[int]) -> Partition:
         """The partition whose GPU set is exactly ``module_ids``. Raises :class:`NotAPartition`."""
         ids = tuple(sorted(module_ids))
+        if not all(1 <= m <= self.gpu_count for m in ids):
+            raise NotAPartition(self.name, ids)
         index = self._by_mask.get(mask_of(ids))
         if index is None or len(set(ids)) != len(ids):
             raise NotAPartition(self.name, ids)
