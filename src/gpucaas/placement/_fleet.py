@@ -266,9 +266,12 @@ class Fleet:
 
     def release(self, placement: Placement) -> bool:
         """Free a placement's GPUs. Idempotent: False when it was not (or no longer) placed."""
-        board = self._placed.pop(placement.request_id, None)
-        if board is None or board.placements.pop(placement.request_id, None) is None:
+        board = self._placed.get(placement.request_id)
+        if board is None or board.placements.get(placement.request_id) != placement:
+            # Not placed, or a stale handle: the id was released and placed again since.
             return False
+        del self._placed[placement.request_id]
+        del board.placements[placement.request_id]
         board.used &= ~placement.mask
         self._allocated -= placement.gpus
         if board.claim is not None and not any(p.exclusive for p in board.placements.values()):
@@ -455,7 +458,8 @@ class Fleet:
             for board in pool.boards.values():
                 if board.cordoned or board.claim is not None:
                     continue
-                if request.exclusive and board.placements and not include_busy:
+                busy = board.placements or board.reserved
+                if request.exclusive and busy and not include_busy:
                     continue
                 yield board
         if request.exclusive:
@@ -474,7 +478,11 @@ class Fleet:
         best_score = 0
         for board in self._candidates(request, pools):
             score = self._score(board, request)
-            if score is not None and (best is None or score > best_score):
+            if score is not None and (
+                best is None
+                or score > best_score
+                or (score == best_score and board.index < best.index)
+            ):
                 best, best_score = board, score
         return best
 
@@ -584,9 +592,15 @@ class Fleet:
     def _place_reserved(self, request: Request, res: _Reservation) -> Placement | None:
         """Place on the held GPUs once they drained; None while they have not."""
         board = res.board
-        if board.used & res.mask or (res.exclusive and board.placements):
+        if (
+            board.used & res.mask
+            or (res.exclusive and board.placements)
+            or (board.claim is not None and board.claim != request.tenant)
+        ):
             return None
-        blocked = board.blocked & ~res.mask
+        # Only the hold itself is lifted: held GPUs that went unhealthy or were cordoned
+        # stay blocked.
+        blocked = board.used | board.unhealthy | board.cordoned_gpus | (board.reserved & ~res.mask)
         choice = self.policy.choose(board.model, request.gpus, blocked)
         self.cancel_reservation(request.id)
         if choice is None:
@@ -622,7 +636,8 @@ class Fleet:
         if board.cordoned or board.claim is not None:
             key = _NOT_INDEXED
         else:
-            key = board.blocked | ((model.full_mask + 1) if board.placements else 0)
+            busy = board.placements or board.reserved
+            key = board.blocked | ((model.full_mask + 1) if busy else 0)
         if key == board.key:
             return
         buckets = board.pool.buckets

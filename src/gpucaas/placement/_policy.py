@@ -124,13 +124,15 @@ class CountOnly:
     randomized = False
 
     def score(self, model: BoardModel, gpus: int, blocked: GpuMask) -> int | None:
+        if gpus < 1:  # zero GPUs is no container; the fleet answers NEVER_FITS
+            return None
         return 0 if _popcount(model.full_mask & ~blocked) >= gpus else None
 
     def choose(
         self, model: BoardModel, gpus: int, blocked: GpuMask
     ) -> tuple[GpuMask, PartitionId | None] | None:
         free = model.full_mask & ~blocked
-        if _popcount(free) < gpus:
+        if gpus < 1 or _popcount(free) < gpus:
             return None
         mask = 0
         while _popcount(mask) < gpus:

@@ -5,6 +5,7 @@ Pure core plus I/O at the edges: trace files in, JSON and PNG reports out.
 
 from ._engine import MODES, SimConfig, expected_work, parse_policies, simulate
 from ._errors import SyntheticSpecError, TraceError
+from ._report import report_json, write_report
 from ._results import DynamicResult, InflationResult, Result, WaitStats, percentile
 from ._synthetic import SyntheticSpec, generate, write_trace_csv
 from ._trace import Trace, TracePod, load_trace
@@ -26,6 +27,8 @@ __all__ = [
     "load_trace",
     "parse_policies",
     "percentile",
+    "report_json",
     "simulate",
+    "write_report",
     "write_trace_csv",
 ]

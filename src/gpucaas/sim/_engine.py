@@ -138,6 +138,7 @@ def _dynamic(
     alloc_area = 0.0
     asked_area = 0.0
     loss_area = 0.0
+    queued_s = 0.0
     running_asked = 0
     placed = rejected = invalid = reservations = 0
     series_t: list[float] = []
@@ -159,6 +160,8 @@ def _dynamic(
             asked_area += running_asked * dt
             smallest = queue.smallest()
             free = allocator.free_gpus
+            if smallest is not None:
+                queued_s += dt
             if smallest is not None and smallest <= free:
                 blocked = sum(g * c for g, c in queue.waiting_sizes().items() if g <= free)
                 loss_area += min(free, blocked) * dt
@@ -220,6 +223,8 @@ def _dynamic(
         utilisation=asked_area / (capacity * horizon),
         fragmentation_loss_gpu_hours=loss_area / 3600,
         fragmentation_loss_pct=100 * loss_area / (capacity * horizon),
+        queued_s=queued_s,
+        fragmentation_loss_pct_queued=100 * loss_area / (capacity * queued_s) if queued_s else 0.0,
         placed=placed,
         rejected=rejected,
         invalid_placements=invalid,

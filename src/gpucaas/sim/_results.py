@@ -46,6 +46,11 @@ class DynamicResult:
     GPUs as it asked for were free (counted per request, at most the free GPUs)."""
     fragmentation_loss_pct: float
     """The same, as % of capacity-hours over the horizon."""
+    queued_s: float
+    """Time during which at least one request waited (the fleet was saturated for it)."""
+    fragmentation_loss_pct_queued: float
+    """Fragmentation loss as % of capacity-hours while requests waited: the figure that is
+    not diluted by quiet stretches of a trace."""
     placed: int
     rejected: int
     invalid_placements: int
@@ -68,6 +73,8 @@ class DynamicResult:
             "utilisation": round(self.utilisation, 6),
             "fragmentation_loss_gpu_hours": round(self.fragmentation_loss_gpu_hours, 3),
             "fragmentation_loss_pct": round(self.fragmentation_loss_pct, 4),
+            "queued_s": self.queued_s,
+            "fragmentation_loss_pct_queued": round(self.fragmentation_loss_pct_queued, 4),
             "placed": self.placed,
             "rejected": self.rejected,
             "invalid_placements": self.invalid_placements,

@@ -1,0 +1,46 @@
+"""The ``gpucaas`` command line: each command opens what it needs, calls one library
+function and renders the result. No logic lives here."""
+
+from __future__ import annotations
+
+import typer
+
+from gpucaas import __version__
+
+from . import sim as _sim
+from . import topology as _topology
+from . import trace as _trace
+
+app = typer.Typer(
+    name="gpucaas",
+    help="GPU Containers-as-a-Service on NVIDIA HGX boards.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+app.add_typer(_topology.app, name="topology")
+app.add_typer(_trace.app, name="trace")
+app.command("sim")(_sim.sim)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"gpucaas {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+    ),
+) -> None:
+    """GPU Containers-as-a-Service on NVIDIA HGX boards."""
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()
+
+
+__all__ = ["app", "main"]
