@@ -74,10 +74,15 @@ QUICK = Settings(decisions=6_000, seconds=0.25, scan_seconds=0.2, warmup=1_000)
 
 
 class Workload:
-    """A seeded stream of requests (sizes from a mix) and of uniform draws for releases."""
+    """A seeded stream of requests (sizes from a mix) and of uniform draws for releases.
+
+    The two come from separate generators, so the sequence does not depend on how a run
+    is cut into chunks (which depends on timing).
+    """
 
     def __init__(self, mix: Sequence[tuple[int, float]], seed: int) -> None:
         self._rng = random.Random(seed)
+        self._draw_rng = random.Random(self._rng.getrandbits(64))
         self._sizes = [gpus for gpus, _ in mix]
         self._cumulative = list(itertools.accumulate(weight for _, weight in mix))
         self._next_id = 0
@@ -89,7 +94,7 @@ class Workload:
         return [Request(first + n, gpus) for n, gpus in enumerate(sizes)]
 
     def draws(self, count: int) -> list[float]:
-        rand = self._rng.random
+        rand = self._draw_rng.random
         return [rand() for _ in range(count)]
 
 

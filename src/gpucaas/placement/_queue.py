@@ -57,6 +57,8 @@ class _Waiting:
     shape: _Shape
     bypassed: int = 0
     reserved: bool = False
+    held: Placement | None = None
+    """The hold last reported for this request (to tell a renewed hold from a new one)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,11 +141,17 @@ class Queue:
                             break
         for waiting in done:
             self._drop(waiting)
-        if head is not None and not head.reserved and head.bypassed >= self.max_bypass:
+        if head is not None and (head.reserved or head.bypassed >= self.max_bypass):
+            # A held head asks again: the allocator returns the same hold, or makes a new
+            # one when it let the old one go (held GPUs failed, node removed).
             held = allocator.reserve(head.request)
             if isinstance(held, Placement):
                 head.reserved = True
-                return Scheduled(result.placed, result.rejected, held)
+                if held != head.held:
+                    head.held = held
+                    return Scheduled(result.placed, result.rejected, held)
+            else:
+                head.reserved, head.held = False, None
         return result
 
     def __len__(self) -> int:
