@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 # Where the shared traces live; override to point at another copy.
 GPUCAAS_DATA ?= $(abspath ../shared/data)
-SIM_NODES ?= 100
+SIM_NODES ?= 6
 
 .PHONY: test check sim bench clean
 
