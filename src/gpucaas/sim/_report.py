@@ -93,64 +93,90 @@ def _pyplot() -> Any:
     return plt
 
 
-def _plot_allocation_vs_demand(path: Path, results: Sequence[InflationResult], title: str) -> Path:
+def _figure() -> tuple[Any, Any, Any]:
     plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(8, 5))
-    for r in results:
-        ax.plot(range(len(r.allocation_by_demand)), r.allocation_by_demand, label=r.policy)
-    ax.plot([0, 100], [0, 100], color="grey", linestyle=":", linewidth=1, label="demand")
-    ax.set_xlabel("arrived GPU demand (% of capacity)")
-    ax.set_ylabel("GPU allocation ratio (%)")
-    ax.set_title(f"Allocation vs demand (inflation)\n{title}", fontsize=10)
-    ax.set_ylim(0, 105)
+    fig, ax = plt.subplots(figsize=(9, 5))
+    return plt, fig, ax
+
+
+def _save(
+    plt: Any,
+    fig: Any,
+    ax: Any,
+    path: Path,
+    *,
+    xlabel: str,
+    ylabel: str,
+    title: str,
+    percent: bool,
+) -> Path:
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=10)
+    if percent:
+        ax.set_ylim(0, 105)
     ax.grid(True, alpha=0.3)
-    ax.legend()
+    ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
 
 
-def _plot_allocation_over_time(path: Path, results: Sequence[DynamicResult], title: str) -> Path:
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(9, 5))
+def _plot_allocation_vs_demand(path: Path, results: Sequence[InflationResult], title: str) -> Path:
+    plt, fig, ax = _figure()
     for r in results:
-        days = [t / 86400 for t in r.series_t]
+        ax.plot(range(len(r.allocation_by_demand)), r.allocation_by_demand, label=r.policy)
+    ax.plot([0, 100], [0, 100], color="grey", linestyle=":", linewidth=1, label="demand")
+    return _save(
+        plt,
+        fig,
+        ax,
+        path,
+        xlabel="arrived GPU demand (% of capacity)",
+        ylabel="GPU allocation ratio (%)",
+        title=f"Allocation vs demand (inflation)\n{title}",
+        percent=True,
+    )
+
+
+def _plot_allocation_over_time(path: Path, results: Sequence[DynamicResult], title: str) -> Path:
+    plt, fig, ax = _figure()
+    for r in results:
         ax.step(
-            days,
+            [t / 86400 for t in r.series_t],
             [100 * a / r.capacity_gpus for a in r.series_allocated],
             where="post",
             label=f"{r.policy} (mean {100 * r.allocation_ratio:.1f} %)",
             linewidth=0.8,
         )
-    ax.set_xlabel("trace time (days)")
-    ax.set_ylabel("GPUs allocated (% of capacity)")
-    ax.set_title(f"Allocation over time (dynamic)\n{title}", fontsize=10)
-    ax.set_ylim(0, 105)
-    ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(
+        plt,
+        fig,
+        ax,
+        path,
+        xlabel="trace time (days)",
+        ylabel="GPUs allocated (% of capacity)",
+        title=f"Allocation over time (dynamic)\n{title}",
+        percent=True,
+    )
 
 
 def _plot_fragmentation(path: Path, results: Sequence[DynamicResult], title: str) -> Path:
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(9, 5))
+    plt, fig, ax = _figure()
     for r in results:
-        days = [t / 86400 for t in r.series_t]
         ax.plot(
-            days,
+            [t / 86400 for t in r.series_t],
             r.series_fragmentation,
             label=f"{r.policy} ({r.fragmentation_loss_pct:.2f} % of capacity)",
         )
-    ax.set_xlabel("trace time (days)")
-    ax.set_ylabel("cumulative fragmentation loss (GPU-hours)")
-    ax.set_title(f"Fragmentation loss over time (dynamic)\n{title}", fontsize=10)
-    ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(
+        plt,
+        fig,
+        ax,
+        path,
+        xlabel="trace time (days)",
+        ylabel="cumulative fragmentation loss (GPU-hours)",
+        title=f"Fragmentation loss over time (dynamic)\n{title}",
+        percent=False,
+    )
