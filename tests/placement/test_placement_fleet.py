@@ -611,3 +611,21 @@ def test_board_snapshot_is_read_only() -> None:
     placed(f.place(req("a", 1)))
     assert state.used == 0
     assert f.board("node-0").blocked == 1
+
+
+def test_a_hold_never_lands_on_a_board_another_tenant_claimed_meanwhile() -> None:
+    f = fleet(nodes=1)
+    a = placed(f.place(req("a", 1, tenant="x")))
+    pair = placed(f.reserve(req("pair", 2, tenant="t1")))
+    assert pair.module_ids == (2, 4)
+    whole = placed(f.reserve(req("ex", 1, tenant="t2", exclusive=True)))
+    assert whole.mask == 0xFF & ~pair.mask
+    f.release(a)
+    ex = placed(f.place(req("ex", 1, tenant="t2", exclusive=True)))
+    assert ex.module_ids == (1,)
+    # The pair's GPUs are free, but the board now belongs to t2 alone: the hold waits.
+    refused(f.place(req("pair", 2, tenant="t1")), Code.NO_FIT)
+    assert {p.tenant for p in f.board("node-0").placements} == {"t2"}
+    f.release(ex)
+    assert placed(f.place(req("pair", 2, tenant="t1"))).node == "node-0"
+    assert f.board("node-0").reserved == 0

@@ -120,8 +120,8 @@ def test_optional_tables_may_be_left_out() -> None:
 
 
 def test_partitions_are_sorted_by_id_and_gpus_sorted() -> None:
-    text = HEADER + part(9, [4, 3, 2, 1]) + part(2, [2]) + part(1, [1]) + part(3, [3]) + part(
-        4, [4]
+    text = (
+        HEADER + part(9, [4, 3, 2, 1]) + part(2, [2]) + part(1, [1]) + part(3, [3]) + part(4, [4])
     )
     model = parse_model(text, source="x")
     assert [p.id for p in model.partitions] == [1, 2, 3, 4, 9]
@@ -132,7 +132,7 @@ def test_partitions_are_sorted_by_id_and_gpus_sorted() -> None:
     ("text", "field", "reason"),
     [
         ("name = [", "(syntax)", "not valid TOML"),
-        ('gpu_count = 4\n' + SINGLES, "name", "is required"),
+        ("gpu_count = 4\n" + SINGLES, "name", "is required"),
         ('name = "tiny-4"\n' + SINGLES, "gpu_count", "is required"),
         (HEADER, "partitions", "non-empty array"),
         (HEADER + "partitions = []\n", "partitions", "non-empty array"),

@@ -11,6 +11,7 @@ from gpucaas.topology import (
     MODELS,
     BoardModel,
     NotAPartition,
+    Partition,
     SizeOutOfRange,
     UnknownModel,
     UnknownPartition,
@@ -208,7 +209,9 @@ def test_size_for_out_of_range_says_what_to_ask(gpus: int) -> None:
         "b200 whole board",
     ],
 )
-def test_partition_for_finds_the_exact_set(model: BoardModel, ids: object, partition_id: int) -> None:
+def test_partition_for_finds_the_exact_set(
+    model: BoardModel, ids: object, partition_id: int
+) -> None:
     assert model.partition_for(ids).id == partition_id  # type: ignore[arg-type]
 
 
@@ -401,9 +404,22 @@ def test_best_partition_none_when_nothing_of_the_size_is_free() -> None:
     assert H100.best_partition(3, 0) is None
 
 
+def _lost(model: BoardModel, size: int, blocked: int, taken: Partition) -> tuple[int, ...]:
+    """Free partitions of size >= ``size`` that taking ``taken`` destroys, counted per size,
+    largest size first (so tuples compare as "fewest larger ones destroyed")."""
+    after = {q.id for q in model.available(blocked | taken.mask)}
+    lost = [
+        q
+        for q in model.available(blocked)
+        if q.id not in after and q.size >= size and q.id != taken.id
+    ]
+    return tuple(sum(1 for q in lost if q.size == s) for s in reversed(model.sizes))
+
+
 def test_best_partition_never_destroys_more_than_any_alternative() -> None:
     """Brute force over every board state: the choice is free, of the size, and no other free
-    partition of that size would destroy a lexicographically smaller set of larger ones."""
+    partition of that size would destroy a lexicographically smaller set of larger ones;
+    ties go to the lowest id."""
     for model in (H100, B200):
         for size in model.sizes:
             for blocked in range(256):
@@ -413,22 +429,11 @@ def test_best_partition_never_destroys_more_than_any_alternative() -> None:
                     assert best is None
                     continue
                 assert best is not None and best in free
-
-                def cost(p: object, blocked: int = blocked) -> tuple[int, ...]:
-                    after = {q.id for q in model.available(blocked | p.mask)}  # type: ignore[attr-defined]
-                    lost = [
-                        q
-                        for q in model.available(blocked)
-                        if q.id not in after and q.size >= size and q.id != p.id  # type: ignore[attr-defined]
-                    ]
-                    return tuple(
-                        sum(1 for q in lost if q.size == s) for s in reversed(model.sizes)
-                    )
-
-                assert cost(best) == min(cost(p) for p in free)
-                assert model.damage(size, blocked) >= 0
-                if cost(best) == (0, 0, 0, 0):
-                    assert model.damage(size, blocked) == 0
+                costs = {p.id: _lost(model, size, blocked, p) for p in free}
+                least = min(costs.values())
+                assert costs[best.id] == least
+                assert best.id == min(pid for pid, c in costs.items() if c == least)
+                assert (model.damage(size, blocked) == 0) is (least == (0, 0, 0, 0))
 
 
 def test_damage_orders_larger_partitions_first() -> None:
@@ -463,10 +468,10 @@ def test_shipped_models_are_nested() -> None:
 
 
 def _model(partitions: list[list[int]], gpu_count: int = 4) -> BoardModel:
-    from gpucaas.topology import Partition, PartitionId
+    from gpucaas.topology import ModuleId, PartitionId
 
     parts = tuple(
-        Partition(PartitionId(i), tuple(sorted(g)), 0, mask_of(g))  # type: ignore[misc]
+        Partition(PartitionId(i), tuple(ModuleId(m) for m in sorted(g)), 0, mask_of(g))
         for i, g in enumerate(partitions)
     )
     return BoardModel("test", (), "", gpu_count, parts)
