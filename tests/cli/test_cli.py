@@ -62,17 +62,35 @@ def test_topology_list_names_both_models() -> None:
 
 def test_sim_synthetic_all_policies_json(tmp_path: Path) -> None:
     code, out, err = run(
-        "sim", "--synthetic", "pods=300,rate=60,seed=2", "--nodes", "3", "--policy", "all",
-        "--json", "--report", str(tmp_path / "r"),
+        "sim",
+        "--synthetic",
+        "pods=300,rate=60,seed=2",
+        "--nodes",
+        "3",
+        "--policy",
+        "all",
+        "--json",
+        "--report",
+        str(tmp_path / "r"),
     )
     assert code == 0, err
     data = json.loads(out)
     assert list(data["policies"]) == [
-        "best-fit", "first-fit", "spread", "random", "count-only", "fluid"
+        "best-fit",
+        "first-fit",
+        "spread",
+        "random",
+        "count-only",
+        "fluid",
     ]
     for entry in data["policies"].values():
-        assert {"allocation_ratio", "fragmentation_loss_gpu_hours", "fragmentation_loss_pct",
-                "wait_by_size", "invalid_placements"} <= set(entry)
+        assert {
+            "allocation_ratio",
+            "fragmentation_loss_gpu_hours",
+            "fragmentation_loss_pct",
+            "wait_by_size",
+            "invalid_placements",
+        } <= set(entry)
     assert (tmp_path / "r" / "report.json").is_file()
     assert (tmp_path / "r" / "fragmentation.png").is_file()
 
@@ -81,8 +99,17 @@ def test_sim_table_on_a_trace_file_in_inflation_mode(tmp_path: Path) -> None:
     trace = tmp_path / "t.csv"
     code, _, err = run("trace", "generate", "pods=200,seed=4", "--out", str(trace))
     assert code == 0, err
-    code, out, err = run("sim", "--trace", str(trace), "--nodes", "5", "--policy",
-                         "best-fit,spread", "--mode", "inflation")
+    code, out, err = run(
+        "sim",
+        "--trace",
+        str(trace),
+        "--nodes",
+        "5",
+        "--policy",
+        "best-fit,spread",
+        "--mode",
+        "inflation",
+    )
     assert code == 0, err
     assert "ALLOC @100%" in out and "ALLOC @130%" in out
     assert [line.split()[0] for line in out.splitlines()[-2:]] == ["best-fit", "spread"]

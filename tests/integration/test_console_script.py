@@ -40,12 +40,24 @@ def test_errors_exit_2_without_a_traceback() -> None:
 
 
 def test_sim_on_the_shared_trace_writes_the_report(default_trace: Path, tmp_path: Path) -> None:
-    done = run("sim", "--trace", str(default_trace), "--nodes", "6", "--policy", "all",
-               "--report", str(tmp_path), "--json")
+    done = run(
+        "sim",
+        "--trace",
+        str(default_trace),
+        "--nodes",
+        "6",
+        "--policy",
+        "all",
+        "--report",
+        str(tmp_path),
+        "--json",
+    )
     assert done.returncode == 0, done.stderr
     data = json.loads(done.stdout)
     assert data["config"]["capacity_gpus"] == 48
     assert len(data["policies"]) == 6
     assert sorted(p.name for p in tmp_path.iterdir()) == [
-        "allocation.png", "fragmentation.png", "report.json"
+        "allocation.png",
+        "fragmentation.png",
+        "report.json",
     ]
