@@ -294,6 +294,23 @@ def test_claim_ends_when_the_last_exclusive_placement_leaves() -> None:
     assert placed(f.place(req("o", 1, tenant="globex"))).node == "node-0"
 
 
+def test_a_hold_waits_for_young_placements_rather_than_an_old_one() -> None:
+    """Run times are heavy-tailed: the board whose running GPU started last is likely to
+    drain first, so the 8-GPU hold goes there, not to the lower-indexed board."""
+    f = fleet("spread", nodes=2)
+    old = placed(f.place(req("old", 1)))
+    assert old.node == "node-0"
+    for filler in ("x", "y"):
+        f.release(placed(f.place(req(filler, 1))))
+    young = placed(f.place(req("young", 1)))
+    assert young.node == "node-1"
+    hold = placed(f.reserve(req("head", 8)))
+    assert (hold.node, hold.partition_id) == ("node-1", 0)
+    f.release(young)
+    p = placed(f.place(req("head", 8)))
+    assert (p.node, p.mask) == ("node-1", hold.mask)
+
+
 def test_exclusive_request_does_not_land_on_a_board_held_for_someone_else() -> None:
     f = fleet("best-fit", nodes=1)
     a = placed(f.place(req("a", 1, tenant="t1")))

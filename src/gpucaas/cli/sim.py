@@ -165,6 +165,7 @@ def _render(results: list[Result]) -> str:
                     "ALLOCATED",
                     "FRAG LOSS GPU-h",
                     "FRAG LOSS %",
+                    "WHILE QUEUED",
                     "WAIT p50/p99 BY GPUs",
                     "INVALID",
                     "RESERVED",
@@ -177,6 +178,7 @@ def _render(results: list[Result]) -> str:
                         f"{100 * r.allocation_ratio:.2f}%",
                         f"{r.fragmentation_loss_gpu_hours:.1f}",
                         f"{r.fragmentation_loss_pct:.3f}%",
+                        f"{r.fragmentation_loss_pct_queued:.2f}%",
                         " ".join(
                             f"{w.gpus}:{_seconds(w.p50_s)}/{_seconds(w.p99_s)}" for w in r.waits
                         ),

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from types import MappingProxyType
 
 from gpucaas.errors import InvalidRequest, MisuseError
-from gpucaas.topology import BoardModel, GpuMask, ModuleId, SizeOutOfRange
+from gpucaas.topology import BoardModel, GpuMask, ModuleId, PartitionId, SizeOutOfRange
 
 from ._errors import DuplicateNode, UnknownNode
 from ._policy import Policy, get_policy
@@ -154,6 +154,9 @@ class Fleet:
         self._capacity = 0
         self._free = 0
         self._allocated = 0
+        self._decisions = 0
+        self._started: dict[RequestId, int] = {}
+        """When each running placement started, in placement decisions (see reserve)."""
 
     # -- nodes -------------------------------------------------------------------------
 
@@ -271,6 +274,7 @@ class Fleet:
             # Not placed, or a stale handle: the id was released and placed again since.
             return False
         del self._placed[placement.request_id]
+        del self._started[placement.request_id]
         del board.placements[placement.request_id]
         board.used &= ~placement.mask
         self._allocated -= placement.gpus
@@ -283,17 +287,19 @@ class Fleet:
     def reserve(self, request: Request) -> Placement | Status:
         """Hold GPUs for a request that keeps losing to younger ones (starvation guard).
 
-        Picks the board and partition that need the fewest running GPUs to drain (ties:
-        lowest node index, lowest partition id); an exclusive request holds the whole
-        board. Held GPUs take no new work; :meth:`place` for this request then uses them
-        as soon as they are free. Returns the planned :class:`Placement` (not yet
-        running), or a ``NEVER_FITS``/``NO_FIT`` status.
+        Picks the partition whose hold should idle the fewest GPU-time while it drains
+        (:meth:`_hold_waste`: run times are heavy-tailed, so a placement's age, counted in
+        placement decisions, estimates how long it will go on). Ties: fewest running GPUs
+        to drain, lowest node index, lowest partition id. An exclusive request holds the whole board. Held GPUs take no
+        new work; :meth:`place` for this request then takes exactly them as soon as they
+        are free. Returns the planned :class:`Placement` (not yet running), or a
+        ``NEVER_FITS``/``NO_FIT`` status.
         """
         if request.id in self._reservations:
             res = self._reservations[request.id]
             return self._planned(request, res.board, res.mask)
         pools = self._eligible_pools(request.node_selector)
-        best: tuple[int, int, int, _Board, GpuMask] | None = None
+        best: tuple[int, int, int, int, _Board, GpuMask] | None = None
         for board in self._candidates(request, pools, include_busy=True):
             model = board.model
             try:
@@ -316,17 +322,42 @@ class Fleet:
                     if p.size == size and not p.mask & unusable
                 ]
             for partition_id, mask in options:
-                cost = (board.used & mask).bit_count()
-                key = (cost, board.index, partition_id, board, mask)
-                if best is None or key[:3] < best[:3]:
+                running = (board.used & mask).bit_count()
+                waste = self._hold_waste(board, mask)
+                key = (waste, running, board.index, partition_id, board, mask)
+                if best is None or key[:4] < best[:4]:
                     best = key
         if best is None:
             return self._why_not(request, pools)
-        board, mask = best[3], best[4]
+        board, mask = best[4], best[5]
         self._reservations[request.id] = _Reservation(board, mask, request.exclusive)
         board.reserved |= mask
         self._update(board)
         return self._planned(request, board, mask)
+
+    def _hold_waste(self, board: _Board, mask: GpuMask) -> int:
+        """Expected GPU-time a hold on ``mask`` idles before it drained.
+
+        With heavy-tailed run times a placement's remaining time is estimated by its age
+        (in placement decisions). The hold drains when its oldest placement ends; until
+        then a free GPU idles all along and a GPU of a younger placement idles for the
+        difference in age.
+        """
+        decisions, started = self._decisions, self._started
+        overlapping = [
+            (p.mask & mask, decisions - started[p.request_id])
+            for p in board.placements.values()
+            if p.mask & mask
+        ]
+        if not overlapping:
+            return 0
+        drain = max(age for _, age in overlapping)
+        covered = 0
+        idle = 0
+        for overlap, age in overlapping:
+            covered |= overlap
+            idle += overlap.bit_count() * (drain - age)
+        return idle + (mask & ~covered).bit_count() * drain
 
     def cancel_reservation(self, request_id: RequestId) -> bool:
         """Give held GPUs back. Idempotent: False when there was no reservation."""
@@ -582,6 +613,8 @@ class Fleet:
         board.used |= mask
         board.placements[request.id] = placement
         self._placed[request.id] = board
+        self._decisions += 1
+        self._started[request.id] = self._decisions
         self._allocated += placement.gpus
         if request.exclusive and board.claim is None:
             board.claim = request.tenant
@@ -601,7 +634,17 @@ class Fleet:
         # Only the hold itself is lifted: held GPUs that went unhealthy or were cordoned
         # stay blocked.
         blocked = board.used | board.unhealthy | board.cordoned_gpus | (board.reserved & ~res.mask)
-        choice = self.policy.choose(board.model, request.gpus, blocked)
+        held = board.model.partition_for_mask(res.mask)
+        choice: tuple[GpuMask, PartitionId | None] | None
+        if (
+            self.policy.partition_aware
+            and not res.exclusive
+            and held is not None
+            and not held.mask & blocked
+        ):
+            choice = held.mask, held.id  # exactly the partition that was held for it
+        else:
+            choice = self.policy.choose(board.model, request.gpus, blocked)
         self.cancel_reservation(request.id)
         if choice is None:
             # The held GPUs went unhealthy or were cordoned: the queue may reserve again.
