@@ -290,9 +290,10 @@ class Fleet:
         Picks the partition whose hold should idle the fewest GPU-time while it drains
         (:meth:`_hold_waste`: run times are heavy-tailed, so a placement's age, counted in
         placement decisions, estimates how long it will go on). Ties: fewest running GPUs
-        to drain, lowest node index, lowest partition id. An exclusive request holds the whole board. Held GPUs take no
-        new work; :meth:`place` for this request then takes exactly them as soon as they
-        are free. Returns the planned :class:`Placement` (not yet running), or a
+        to drain, lowest node index, lowest partition id. An exclusive request holds the
+        whole board. Held GPUs take no new work; :meth:`place` for this request then takes
+        exactly them as soon as they are free. Returns the planned :class:`Placement` (not
+        yet running), or a
         ``NEVER_FITS``/``NO_FIT`` status.
         """
         if request.id in self._reservations:
