@@ -29,29 +29,35 @@ from ._policy import Policy, get_policy
 from ._types import BoardState, Code, Placement, Request, RequestId, Status
 
 _NOT_INDEXED = -1
+_NO_SELECTOR: frozenset[tuple[str, str]] = frozenset()
+
+
+def _key_bits(keys: Iterable[int]) -> int:
+    """A set of shape keys as one int, bit ``k`` for key ``k`` (pool.nonempty's format)."""
+    bits = 0
+    for key in keys:
+        bits |= 1 << key
+    return bits
 
 
 class _Bucket:
-    """Boards of one shape: a set, plus a lazy min-heap of their node indices."""
+    """Boards of one shape: a set, plus a lazy min-heap of their node indices.
+
+    The heap is built on the first :meth:`first` and dropped when stale entries pile up:
+    most boards sit in shapes no request can use (full boards), whose heaps nobody reads.
+    ``Fleet._update`` edits ``members`` and ``heap`` in place (it is the hot path).
+    """
 
     __slots__ = ("heap", "members")
 
     def __init__(self) -> None:
         self.members: set[int] = set()
-        self.heap: list[int] = []
-
-    def add(self, index: int) -> None:
-        self.members.add(index)
-        heapq.heappush(self.heap, index)
-
-    def discard(self, index: int) -> None:
-        self.members.discard(index)
-        if len(self.heap) > 2 * len(self.members) + 16:
-            self.heap = list(self.members)
-            heapq.heapify(self.heap)
+        self.heap: list[int] | None = None
 
     def first(self) -> int:
         heap, members = self.heap, self.members
+        if heap is None:
+            heap = self.heap = sorted(members)
         while heap[0] not in members:
             heapq.heappop(heap)
         return heap[0]
@@ -100,23 +106,27 @@ class _Board:
 
 @dataclass(slots=True)
 class _Plan:
-    """Precomputed for one (model, ask): scores by shape key, and shapes by score."""
+    """Precomputed for one (model, ask): scores and choices by shape key, shapes by score."""
 
     score_by_key: list[int | None]
-    groups: list[list[int]]
-    """Fitting shape keys grouped by score, best group first (all shapes)."""
-    idle_groups: list[list[int]]
+    choices: list[tuple[GpuMask, PartitionId | None] | None]
+    """What the policy takes on a board of each shape (None where it does not fit)."""
+    masks: list[tuple[int, int]]
+    """Fitting shape keys as bit sets (see ``_key_bits``) with their score, best first."""
+    idle_masks: list[tuple[int, int]]
     """The same, only shapes of idle boards (for exclusive requests)."""
 
 
 class _Pool:
-    __slots__ = ("boards", "buckets", "labels", "model")
+    __slots__ = ("boards", "buckets", "labels", "model", "nonempty", "plans")
 
     def __init__(self, model: BoardModel, labels: Mapping[str, str]) -> None:
         self.model = model
         self.labels = labels
         self.buckets: dict[int, _Bucket] = {}
         self.boards: dict[int, _Board] = {}
+        self.plans: dict[int, _Plan | None] = {}
+        self.nonempty = 0
 
     def matches(self, selector: Mapping[str, str]) -> bool:
         labels = self.labels
@@ -258,10 +268,16 @@ class Fleet:
                 board = self._reservations[request.id].board
                 return Status(Code.NO_FIT, (f"waiting for reserved GPUs on {board.name} to drain",))
             return self._why_not(request, pools)
-        if request.id in self._reservations:
+        if self._reservations and request.id in self._reservations:
             # It fits elsewhere before its held GPUs drained: let the hold go.
             self.cancel_reservation(request.id)
-        choice = self.policy.choose(best.model, request.gpus, best.blocked)
+        choice = None
+        if best.key != _NOT_INDEXED:
+            plan = best.pool.plans.get(request.gpus)
+            if plan is not None:
+                choice = plan.choices[best.key]
+        if choice is None:
+            choice = self.policy.choose(best.model, request.gpus, best.blocked)
         if choice is None:  # pragma: no cover - score and choose disagree: a policy bug
             raise MisuseError(f"policy {self.policy.name} scored {best.name} but chose nothing")
         mask, partition_id = choice
@@ -269,13 +285,17 @@ class Fleet:
 
     def release(self, placement: Placement) -> bool:
         """Free a placement's GPUs. Idempotent: False when it was not (or no longer) placed."""
-        board = self._placed.get(placement.request_id)
-        if board is None or board.placements.get(placement.request_id) != placement:
-            # Not placed, or a stale handle: the id was released and placed again since.
+        rid = placement.request_id
+        board = self._placed.get(rid)
+        if board is None:
             return False
-        del self._placed[placement.request_id]
-        del self._started[placement.request_id]
-        del board.placements[placement.request_id]
+        current = board.placements.get(rid)
+        if current is not placement and current != placement:
+            # A stale handle: the id was released and placed again since.
+            return False
+        del self._placed[rid]
+        del self._started[rid]
+        del board.placements[rid]
         board.used &= ~placement.mask
         self._allocated -= placement.gpus
         if board.claim is not None and not any(p.exclusive for p in board.placements.values()):
@@ -446,7 +466,7 @@ class Fleet:
         )
 
     def _eligible_pools(self, selector: Mapping[str, str]) -> list[_Pool]:
-        key = frozenset(selector.items())
+        key = frozenset(selector.items()) if selector else _NO_SELECTOR
         pools = self._pools_for.get(key)
         if pools is None:
             pools = self._pools_for[key] = [p for p in self._pools.values() if p.matches(selector)]
@@ -463,18 +483,23 @@ class Fleet:
             full = model.full_mask
             busy_bit = full + 1
             scores: list[int | None] = [None] * (2 * busy_bit)
+            choices: list[tuple[GpuMask, PartitionId | None] | None] = [None] * (2 * busy_bit)
             by_score: dict[int, list[int]] = {}
             for blocked in range(busy_bit):
                 score = self.policy.score(model, gpus, blocked)
                 if score is None:
                     continue
+                choice = self.policy.choose(model, gpus, blocked)
                 for key in (blocked, blocked | busy_bit):
                     scores[key] = score
+                    choices[key] = choice
                     by_score.setdefault(score, []).append(key)
             order = sorted(by_score, reverse=True)
             groups = [by_score[s] for s in order]
             idle = [[k for k in g if not k & busy_bit] for g in groups]
-            plan = _Plan(scores, groups, idle)
+            masks = [(_key_bits(g), s) for g, s in zip(groups, order, strict=True)]
+            idle_masks = [(_key_bits(g), s) for g, s in zip(idle, order, strict=True) if g]
+            plan = _Plan(scores, choices, masks, idle_masks)
         except SizeOutOfRange:
             plan = None
         self._plans[cache_key] = plan
@@ -521,44 +546,36 @@ class Fleet:
     def _indexed_choice(self, request: Request, pools: list[_Pool]) -> _Board | None:
         best: _Board | None = None
         best_score = 0
+        gpus = request.gpus
         for pool in pools:
-            if not pool.buckets:
+            nonempty = pool.nonempty
+            if not nonempty:
                 continue
-            plan = self._plan(pool.model, request.gpus)
+            try:
+                plan = pool.plans[gpus]
+            except KeyError:
+                plan = pool.plans[gpus] = self._plan(pool.model, gpus)
             if plan is None:
                 continue
-            buckets = pool.buckets
-            found: int | None = None
-            score: int | None = None
-            if len(buckets) <= 24:
-                idle_only = request.exclusive
-                busy_bit = pool.model.full_mask + 1
-                scores = plan.score_by_key
-                for key, bucket in buckets.items():
-                    s = scores[key]
-                    if s is None or (idle_only and key & busy_bit):
-                        continue
-                    first = bucket.first()
-                    if (
-                        found is None
-                        or score is None
-                        or s > score
-                        or (s == score and first < found)
-                    ):
-                        score, found = s, first
+            # The first score group (best first) with a non-empty bucket; its lowest node.
+            for group_keys, group_score in plan.idle_masks if request.exclusive else plan.masks:
+                hit = nonempty & group_keys
+                if hit:
+                    score = group_score
+                    break
             else:
-                for group in plan.idle_groups if request.exclusive else plan.groups:
-                    for key in group:
-                        maybe = buckets.get(key)
-                        if maybe is not None:
-                            first = maybe.first()
-                            if found is None or first < found:
-                                found = first
-                    if found is not None:
-                        score = plan.score_by_key[group[0]]
-                        break
-            if found is None or score is None:
                 continue
+            buckets = pool.buckets
+            if not hit & (hit - 1):  # one shape: the common case
+                found = buckets[hit.bit_length() - 1].first()
+            else:
+                found = -1
+                while hit:
+                    low = hit & -hit
+                    first = buckets[low.bit_length() - 1].first()
+                    if found < 0 or first < found:
+                        found = first
+                    hit ^= low
             board = pool.boards[found]
             if (
                 best is None
@@ -598,25 +615,21 @@ class Fleet:
         return Status(Code.NEVER_FITS, (f"{request.gpus} GPUs asked; {'; '.join(limits)}",))
 
     def _commit(
-        self, board: _Board, request: Request, mask: GpuMask, partition_id: int | None
+        self, board: _Board, request: Request, mask: GpuMask, partition_id: PartitionId | None
     ) -> Placement:
-        if mask & board.blocked:
+        if mask & (board.used | board.unhealthy | board.cordoned_gpus | board.reserved):
             raise MisuseError(f"GPUs {mask:#x} on {board.name} are not free")  # pragma: no cover
+        gpus = mask.bit_count()
+        rid = request.id
         placement = Placement(
-            request_id=request.id,
-            node=board.name,
-            gpus=mask.bit_count(),
-            mask=mask,
-            partition_id=None if partition_id is None else board.model.partition(partition_id).id,
-            tenant=request.tenant,
-            exclusive=request.exclusive,
+            rid, board.name, gpus, mask, partition_id, request.tenant, request.exclusive
         )
         board.used |= mask
-        board.placements[request.id] = placement
-        self._placed[request.id] = board
+        board.placements[rid] = placement
+        self._placed[rid] = board
         self._decisions += 1
-        self._started[request.id] = self._decisions
-        self._allocated += placement.gpus
+        self._started[rid] = self._decisions
+        self._allocated += gpus
         if request.exclusive and board.claim is None:
             board.claim = request.tenant
             self._claims.setdefault(request.tenant, {})[board.index] = board
@@ -672,27 +685,41 @@ class Fleet:
 
     def _update(self, board: _Board) -> None:
         """Re-file a board under its current shape and refresh the free-GPU count."""
-        model = board.model
-        usable = model.full_mask & ~(board.used | board.unhealthy | board.cordoned_gpus)
-        free = 0 if board.cordoned else usable.bit_count()
+        full = board.model.full_mask
+        bad = board.used | board.unhealthy | board.cordoned_gpus
+        reserved = board.reserved
+        if board.cordoned:
+            free, key = 0, _NOT_INDEXED
+        else:
+            free = (full & ~bad).bit_count()
+            if board.claim is not None:
+                key = _NOT_INDEXED
+            elif board.placements or reserved:
+                key = bad | reserved | (full + 1)
+            else:
+                key = bad | reserved
         self._free += free - board.free
         board.free = free
-        if board.cordoned or board.claim is not None:
-            key = _NOT_INDEXED
-        else:
-            busy = board.placements or board.reserved
-            key = board.blocked | ((model.full_mask + 1) if busy else 0)
-        if key == board.key:
+        old = board.key
+        if key == old:
             return
         buckets = board.pool.buckets
-        if board.key != _NOT_INDEXED:
-            old = buckets[board.key]
-            old.discard(board.index)
-            if not old.members:
-                del buckets[board.key]
+        index = board.index
+        if old != _NOT_INDEXED:
+            left = buckets[old]
+            members = left.members
+            members.discard(index)
+            if not members:
+                del buckets[old]
+                board.pool.nonempty ^= 1 << old
+            elif left.heap is not None and len(left.heap) > 2 * len(members) + 16:
+                left.heap = None  # rebuilt by the next first()
         if key != _NOT_INDEXED:
             bucket = buckets.get(key)
             if bucket is None:
                 bucket = buckets[key] = _Bucket()
-            bucket.add(board.index)
+                board.pool.nonempty |= 1 << key
+            bucket.members.add(index)
+            if bucket.heap is not None:
+                heapq.heappush(bucket.heap, index)
         board.key = key
