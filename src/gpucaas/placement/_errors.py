@@ -30,6 +30,8 @@ class NoFit(InvalidRequest):
 
 
 class UnknownPolicy(InvalidRequest):
+    """No placement policy has that name; the message lists the names there are."""
+
     def __init__(self, name: str, known: Sequence[str]) -> None:
         super().__init__(name)
         self.name = name
@@ -40,6 +42,8 @@ class UnknownPolicy(InvalidRequest):
 
 
 class UnknownNode(InvalidRequest):
+    """No node by that name is in the fleet."""
+
     def __init__(self, node: str) -> None:
         super().__init__(node)
         self.node = node
@@ -49,6 +53,8 @@ class UnknownNode(InvalidRequest):
 
 
 class DuplicateNode(Conflict):
+    """A node by that name is already in the fleet."""
+
     def __init__(self, node: str) -> None:
         super().__init__(node)
         self.node = node

@@ -3,11 +3,14 @@
 Boards are grouped into pools (same model, same labels). Inside a pool each board sits in
 one bucket keyed by its *shape*: the mask of blocked GPUs (used, unhealthy, cordoned or
 reserved) plus one bit for "has placements" (exclusive requests need an idle board). A
-policy's score depends only on the model, the ask and that mask, so the fleet precomputes,
-per (model, ask), the fitting shapes grouped by score, best first. A decision walks those
-groups until it meets a non-empty bucket and takes that bucket's lowest node index: a few
-dict lookups, whatever the fleet size. ``Fleet(..., index=False)`` runs the same policy as
-a plain scan over every board; it is the baseline the benchmark and the tests compare with.
+policy's score depends only on the model, the ask and that mask, so each pool precomputes,
+per ask, the fitting shapes grouped by score (best first, each group one bitset of shape
+keys) and the partition the policy takes on each shape. The pool also keeps the bitset of
+its non-empty shapes. A decision ANDs that with the groups until one hits and takes the
+lowest node index in the hit buckets: a few integer operations and a heap peek, whatever
+the fleet size. (``random`` is the exception: it draws among all fitting boards by scan.)
+``Fleet(..., index=False)`` runs the same policy as a plain scan over every board; it is the
+baseline the benchmark and the tests compare with.
 
 Pure and deterministic: no I/O, no clock; the only randomness is the ``random`` policy's
 RNG, seeded at construction.
