@@ -16,6 +16,7 @@ scheduler loop will.
 
 from __future__ import annotations
 
+import dataclasses
 import heapq
 import random
 import time
@@ -118,8 +119,6 @@ def simulate(config: SimConfig, trace: Trace, progress: Progress | None = None) 
 
 
 def _with_elapsed(result: Result, elapsed: float) -> Result:
-    import dataclasses
-
     return dataclasses.replace(result, elapsed_s=elapsed)
 
 
