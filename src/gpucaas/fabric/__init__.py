@@ -1,0 +1,56 @@
+"""Fabric control: Fabric Manager partitions of one board, behind one small interface.
+
+Backends: :class:`SimulatedFabric` (in-process model, for tests and the embedded default)
+and :class:`NvfmLibrary` (NVIDIA's libnvfm through ctypes, for production).
+"""
+
+from ._address import DEFAULT_FM_PORT, AddressType, FmAddress, parse_address
+from ._api import FabricManager
+from ._errors import (
+    ERROR_FOR_CODE,
+    MEANING,
+    FabricAddressError,
+    FabricBadRequest,
+    FabricManagerDown,
+    FabricManagerError,
+    FabricManagerFailure,
+    FabricManagerNotReady,
+    FabricNotShared,
+    FabricVersionMismatch,
+    FMReturn,
+    PartitionInUse,
+    PartitionNotActive,
+    check,
+)
+from ._sim import REPLAY_WINDOW_S, FabricStateError, SimulatedFabric, write_atomically
+from ._types import FailedDevice, FailedDevices, PartitionGpu, PartitionInfo
+
+__all__ = [
+    "DEFAULT_FM_PORT",
+    "ERROR_FOR_CODE",
+    "MEANING",
+    "REPLAY_WINDOW_S",
+    "AddressType",
+    "FMReturn",
+    "FabricAddressError",
+    "FabricBadRequest",
+    "FabricManager",
+    "FabricManagerDown",
+    "FabricManagerError",
+    "FabricManagerFailure",
+    "FabricManagerNotReady",
+    "FabricNotShared",
+    "FabricStateError",
+    "FabricVersionMismatch",
+    "FailedDevice",
+    "FailedDevices",
+    "FmAddress",
+    "PartitionGpu",
+    "PartitionInUse",
+    "PartitionInfo",
+    "PartitionNotActive",
+    "SimulatedFabric",
+    "check",
+    "parse_address",
+    "write_atomically",
+]
