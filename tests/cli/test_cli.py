@@ -10,6 +10,7 @@ import typer
 from typer.testing import CliRunner
 
 from gpucaas.cli import app
+from gpucaas.cli.fmctl import app as fmctl_app
 
 runner = CliRunner()
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "cli.md"
@@ -167,14 +168,21 @@ def _command_paths(group: object, path: tuple[str, ...] = ()) -> list[tuple[str,
     return out
 
 
-COMMANDS = _command_paths(typer.main.get_command(app))
+COMMANDS = [("gpucaas", app, p) for p in _command_paths(typer.main.get_command(app))] + [
+    ("fmctl", fmctl_app, p) for p in _command_paths(typer.main.get_command(fmctl_app))
+]
 
 
-@pytest.mark.parametrize("path", COMMANDS, ids=[" ".join(p) for p in COMMANDS])
-def test_every_command_has_help_with_an_example_and_is_documented(path: tuple[str, ...]) -> None:
-    result = runner.invoke(app, [*path, "--help"], terminal_width=100)
+@pytest.mark.parametrize(
+    ("name", "cli", "path"), COMMANDS, ids=[" ".join((n, *p)) for n, _, p in COMMANDS]
+)
+def test_every_command_has_help_with_an_example_and_is_documented(
+    name: str, cli: typer.Typer, path: tuple[str, ...]
+) -> None:
+    result = runner.invoke(cli, [*path, "--help"], terminal_width=100)
     assert result.exit_code == 0
-    assert "Example:" in result.stdout, f"gpucaas {' '.join(path)} --help has no Example: line"
-    assert f"## gpucaas {' '.join(path)}\n" in DOCS.read_text(), (
-        f"gpucaas {' '.join(path)} is missing from docs/cli.md; run scripts/cli-docs"
+    title = " ".join((name, *path))
+    assert "Example:" in result.stdout, f"{title} --help has no Example: line"
+    assert f"## {title}\n" in DOCS.read_text(), (
+        f"{title} is missing from docs/cli.md; run scripts/cli-docs"
     )
