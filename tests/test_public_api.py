@@ -13,6 +13,7 @@ from gpucaas.errors import GpucaasError
 
 PUBLIC_MODULES = [
     "gpucaas.errors",
+    "gpucaas.fabric",
     "gpucaas.placement",
     "gpucaas.sim",
     "gpucaas.topology",

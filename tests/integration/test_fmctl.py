@@ -96,7 +96,6 @@ def test_bad_input_exits_2_and_changes_nothing(fmctl: Run, tmp_path: Path) -> No
     assert fmctl("activate").returncode == 2
     assert fmctl("set-activated", "1,x").returncode == 2
     assert fmctl("--board", "hgx-a100-8", "list").returncode == 2
-    assert fmctl("list", simulated=False).returncode == 2
     assert (tmp_path / "fabric.json").read_text() == before
 
 
@@ -115,6 +114,12 @@ def test_set_activated_and_failed_devices(fmctl: Run) -> None:
     assert fmctl("set-activated", "none").returncode == 0
     assert fmctl("failed-devices").stdout == "no devices with failed NVLinks\n"
     assert json.loads(fmctl("--json", "failed-devices").stdout) == {"gpus": [], "switches": []}
+
+
+def test_unreachable_fm_controller_exits_3(fmctl: Run, tmp_path: Path) -> None:
+    done = fmctl("--address", str(tmp_path / "absent.sock"), "list", simulated=False)
+    assert done.returncode == 3
+    assert "cannot reach the fm-controller at unix:" in done.stderr
 
 
 def test_unreachable_fabric_manager_exits_3(fmctl: Run) -> None:

@@ -15,15 +15,19 @@ import typer
 
 from gpucaas.errors import GpucaasError, InvalidRequest, Unavailable
 from gpucaas.fabric import (
+    DEFAULT_CONTROLLER_SOCKET,
     FabricManager,
     FabricManagerDown,
     FabricManagerError,
+    NvfmLibrary,
     PartitionInfo,
+    RemoteFabric,
     SimulatedFabric,
 )
 from gpucaas.topology import format_module_ids, get_model
 
 from ._common import JsonOption, print_json, table
+from .fabric import read_token
 
 EXIT_REFUSED = 1
 EXIT_BAD_INPUT = 2
@@ -44,8 +48,9 @@ class _Options:
         simulated: Path | None,
         board: str,
         nvfm: bool,
-        address: str,
+        address: str | None,
         nvfm_library: str,
+        token_file: Path | None,
         json_: bool,
     ) -> None:
         self.simulated = simulated
@@ -53,6 +58,7 @@ class _Options:
         self.nvfm = nvfm
         self.address = address
         self.nvfm_library = nvfm_library
+        self.token_file = token_file
         self.json = json_
 
 
@@ -68,19 +74,28 @@ def _root(
         bool, typer.Option("--nvfm", help="Talk to Fabric Manager directly through libnvfm.")
     ] = False,
     address: Annotated[
-        str,
+        str | None,
         typer.Option(
-            help="Fabric Manager address for --nvfm: a.b.c.d[:port], a unix socket path, or "
+            help="The fm-controller's socket path or host:port (default "
+            f"{DEFAULT_CONTROLLER_SOCKET}); with --nvfm, Fabric Manager's own address: "
+            "a.b.c.d[:port] (default 127.0.0.1, port 6666), a unix socket path, or "
             "vsock:CID:PORT."
         ),
-    ] = "127.0.0.1",
+    ] = None,
     nvfm_library: Annotated[
         str, typer.Option(help="Path or name of libnvfm for --nvfm.")
     ] = "libnvfm.so.1",
+    token_file: Annotated[
+        Path | None, typer.Option(help="File with the fm-controller's shared token.")
+    ] = None,
     json_: JsonOption = False,
 ) -> None:
-    """Fabric Manager partitions of one board: list, activate, deactivate, replay."""
-    ctx.obj = _Options(simulated, board, nvfm, address, nvfm_library, json_)
+    """Fabric Manager partitions of one board: list, activate, deactivate, replay.
+
+    By default fmctl talks to the fm-controller (which persists and replays the activated
+    set); --nvfm goes straight to Fabric Manager, --simulated to a simulated one.
+    """
+    ctx.obj = _Options(simulated, board, nvfm, address, nvfm_library, token_file, json_)
 
 
 @contextmanager
@@ -95,13 +110,10 @@ def _fabric(ctx: typer.Context) -> Iterator[FabricManager]:
         if opts.simulated is not None:
             fabric = SimulatedFabric(get_model(opts.board), state_file=opts.simulated)
         elif opts.nvfm:
-            from gpucaas.fabric._libnvfm import NvfmLibrary
-
-            fabric = closer = NvfmLibrary(opts.address, library=opts.nvfm_library)
+            fabric = closer = NvfmLibrary(opts.address or "127.0.0.1", library=opts.nvfm_library)
         else:
-            raise InvalidRequest(
-                "say which Fabric Manager to use: --nvfm (libnvfm, with --address) or "
-                "--simulated STATE_FILE; talking to an fm-controller is not built yet"
+            fabric = closer = RemoteFabric(
+                opts.address or DEFAULT_CONTROLLER_SOCKET, token=read_token(opts.token_file)
             )
         yield fabric
     except FabricManagerDown as exc:

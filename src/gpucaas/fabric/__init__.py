@@ -6,6 +6,7 @@ and :class:`NvfmLibrary` (NVIDIA's libnvfm through ctypes, for production).
 
 from ._address import DEFAULT_FM_PORT, AddressType, FmAddress, parse_address
 from ._api import FabricManager
+from ._controller import ControllerStatus, FabricController
 from ._errors import (
     ERROR_FOR_CODE,
     MEANING,
@@ -22,18 +23,23 @@ from ._errors import (
     PartitionNotActive,
     check,
 )
+from ._libnvfm import NvfmLibrary
+from ._remote import DEFAULT_CONTROLLER_SOCKET, RemoteFabric
 from ._sim import REPLAY_WINDOW_S, FabricStateError, SimulatedFabric, write_atomically
 from ._types import FailedDevice, FailedDevices, PartitionGpu, PartitionInfo
 
 __all__ = [
+    "DEFAULT_CONTROLLER_SOCKET",
     "DEFAULT_FM_PORT",
     "ERROR_FOR_CODE",
     "MEANING",
     "REPLAY_WINDOW_S",
     "AddressType",
+    "ControllerStatus",
     "FMReturn",
     "FabricAddressError",
     "FabricBadRequest",
+    "FabricController",
     "FabricManager",
     "FabricManagerDown",
     "FabricManagerError",
@@ -45,10 +51,12 @@ __all__ = [
     "FailedDevice",
     "FailedDevices",
     "FmAddress",
+    "NvfmLibrary",
     "PartitionGpu",
     "PartitionInUse",
     "PartitionInfo",
     "PartitionNotActive",
+    "RemoteFabric",
     "SimulatedFabric",
     "check",
     "parse_address",
