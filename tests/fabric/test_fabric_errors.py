@@ -35,9 +35,9 @@ def test_every_failure_code_has_a_mapping_and_a_meaning(code: FMReturn) -> None:
     assert code in ERROR_FOR_CODE
     assert MEANING[code]
     with pytest.raises(ERROR_FOR_CODE[code]) as caught:
-        check(code, "activate", partition_id=3, board="hgx-07")
+        check(code, "deactivate", partition_id=3, board="hgx-07")
     text = str(caught.value)
-    assert text.startswith("activate partition 3 on hgx-07 failed: Fabric Manager returned ")
+    assert text.startswith("deactivate partition 3 on hgx-07 failed: Fabric Manager returned ")
     assert f"{code.fm_name} ({int(code)})" in text
     assert caught.value.code is code
     assert isinstance(caught.value, GpucaasError)
@@ -62,6 +62,13 @@ def test_every_failure_code_has_a_mapping_and_a_meaning(code: FMReturn) -> None:
 def test_codes_group_by_what_the_caller_can_do(code: FMReturn, cls: type, base: type) -> None:
     assert ERROR_FOR_CODE[code] is cls
     assert issubclass(cls, base)
+
+
+def test_uninitialized_means_already_inactive_only_on_deactivate() -> None:
+    with pytest.raises(PartitionNotActive):
+        check(FMReturn.UNINITIALIZED, "deactivate", partition_id=3)
+    with pytest.raises(FabricManagerFailure, match="not initialised"):
+        check(FMReturn.UNINITIALIZED, "activate", partition_id=3)
 
 
 def test_success_raises_nothing_and_unknown_values_are_named() -> None:
@@ -96,8 +103,8 @@ def test_address_forms(text: str, kind: T, info: str) -> None:
     [
         ("", "empty"),
         ("fm.example.com", "not an IPv4 address"),
-        ("127.0.0.1:0", "port '0' must be 1 to 65535"),
-        ("127.0.0.1:http", "must be 1 to 65535"),
+        ("127.0.0.1:0", "port '0' must be 1 to 65534"),
+        ("127.0.0.1:http", "must be 1 to 65534"),
         ("vsock:3", "vsock:CID:PORT"),
         ("vsock:x:1", "vsock:CID:PORT"),
         ("/" + "x" * 300, "longer than 255"),

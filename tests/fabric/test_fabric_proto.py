@@ -17,8 +17,14 @@ def test_generated_code_matches_the_proto(tmp_path: Path) -> None:
     (tmp_path / PROTO).parent.mkdir(parents=True)
     shutil.copy(SRC / PROTO, tmp_path / PROTO)
     code = protoc.main(
-        ["protoc", f"-I{tmp_path}", f"--python_out={tmp_path}", f"--grpc_python_out={tmp_path}",
-         f"--pyi_out={tmp_path}", str(tmp_path / PROTO)]
+        [
+            "protoc",
+            f"-I{tmp_path}",
+            f"--python_out={tmp_path}",
+            f"--grpc_python_out={tmp_path}",
+            f"--pyi_out={tmp_path}",
+            str(tmp_path / PROTO),
+        ]
     )
     assert code == 0
     for name in GENERATED:

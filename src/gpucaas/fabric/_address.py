@@ -63,7 +63,8 @@ def parse_address(text: str) -> FmAddress:
         ) from None
     port = DEFAULT_FM_PORT
     if sep:
-        if not port_text.isdigit() or not 0 < int(port_text) < 65536:
-            raise FabricAddressError(text, f"port {port_text!r} must be 1 to 65535")
+        # libnvfm's own parser rejects 65535 (portNumber >= 65535), so we do too.
+        if not port_text.isdigit() or not 0 < int(port_text) < 65535:
+            raise FabricAddressError(text, f"port {port_text!r} must be 1 to 65534")
         port = int(port_text)
     return FmAddress(AddressType.INET, f"{host}:{port}")

@@ -245,7 +245,8 @@ def check(
     """Raise the mapped :class:`FabricManagerError` unless ``code`` is SUCCESS.
 
     An integer that is no published ``fmReturn_t`` becomes a :class:`FabricManagerFailure`
-    of GENERIC_ERROR that names the raw value.
+    of GENERIC_ERROR that names the raw value; UNINITIALIZED is :class:`PartitionNotActive`
+    only on deactivate.
     """
     if code == FMReturn.SUCCESS:
         return
@@ -259,4 +260,11 @@ def check(
             board=board,
             detail=f"unknown fmReturn_t value {code}",
         ) from None
+    if known is FMReturn.UNINITIALIZED and operation != "deactivate":
+        # FM overloads UNINITIALIZED: "already inactive" on deactivate, "libnvfm is not
+        # initialised" on every other call, which is no conflict of the caller's making.
+        raise FabricManagerFailure(
+            known, operation, partition_id=partition_id, board=board,
+            detail="libnvfm is not initialised (fmLibInit)",
+        )
     raise ERROR_FOR_CODE[known](known, operation, partition_id=partition_id, board=board)

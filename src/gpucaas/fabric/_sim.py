@@ -253,7 +253,7 @@ class SimulatedFabric:
                     pci_bus_id=f"00000000:{0x10 + m:02X}:00.0",
                     nvlinks_available=links,
                     nvlinks_max=NVLINKS_PER_GPU,
-                    nvlink_line_rate_mbps=LINE_RATE_MBPS if links else 0,
+                    nvlink_line_rate_mbps=LINE_RATE_MBPS,
                 )
                 for m in partition.module_ids
             ),
