@@ -264,7 +264,10 @@ def check(
         # FM overloads UNINITIALIZED: "already inactive" on deactivate, "libnvfm is not
         # initialised" on every other call, which is no conflict of the caller's making.
         raise FabricManagerFailure(
-            known, operation, partition_id=partition_id, board=board,
+            known,
+            operation,
+            partition_id=partition_id,
+            board=board,
             detail="libnvfm is not initialised (fmLibInit)",
         )
     raise ERROR_FOR_CODE[known](known, operation, partition_id=partition_id, board=board)
