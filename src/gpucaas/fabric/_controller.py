@@ -109,7 +109,11 @@ class FabricController:
 
     def list_partitions(self) -> tuple[PartitionInfo, ...]:
         with self._lock:
-            partitions = self._call("list", self.fabric.list_partitions)
+            try:
+                partitions = self._call("list", self.fabric.list_partitions)
+            except FabricManagerError:
+                self._fabric_active = None
+                raise
             self._fabric_active = tuple(int(p.id) for p in partitions if p.active)
             return partitions
 
@@ -123,6 +127,8 @@ class FabricController:
                 raise
             self._desired.add(partition_id)
             self._save()
+            if self._fabric_active is not None:  # FM said yes: it holds the new set now
+                self._fabric_active = tuple(sorted({*self._fabric_active, partition_id}))
 
     def deactivate(self, partition_id: int) -> None:
         with self._lock:
@@ -134,6 +140,8 @@ class FabricController:
                 raise
             self._desired.discard(partition_id)
             self._save()
+            if self._fabric_active is not None:
+                self._fabric_active = tuple(a for a in self._fabric_active if a != partition_id)
 
     def set_activated(self, partition_ids: Sequence[int]) -> None:
         with self._lock:
@@ -141,6 +149,7 @@ class FabricController:
             self._call("set-activated", lambda: self.fabric.set_activated(ids))
             self._desired = set(ids)
             self._save()
+            self._fabric_active = tuple(sorted(self._desired))
 
     def failed_devices(self) -> FailedDevices:
         with self._lock:
@@ -153,15 +162,24 @@ class FabricController:
         :class:`FabricManagerNotReady` while it initialises: call again).
         """
         with self._lock:
-            partitions = self._call("list", self.fabric.list_partitions)
+            try:
+                partitions = self._call("list", self.fabric.list_partitions)
+            except FabricManagerError:
+                self._fabric_active = None  # FM could not be asked: nobody knows its set
+                self.observer.synced(False, len(self._desired))
+                raise
             active = {int(p.id) for p in partitions if p.active}
             self._fabric_active = tuple(sorted(active))
-            if active == self._desired:
+            if active == self._desired and (active or not self._awaiting_replay(partitions)):
                 self.observer.synced(True, len(self._desired))
                 return True
             started = self._clock()
             desired = sorted(self._desired)
-            self._call("set-activated", lambda: self.fabric.set_activated(desired))
+            try:
+                self._call("set-activated", lambda: self.fabric.set_activated(desired))
+            except FabricManagerError:
+                self.observer.synced(False, len(desired))
+                raise
             self._last_replay_s = self._clock() - started
             self._replays += 1
             self._fabric_active = tuple(desired)
@@ -193,6 +211,21 @@ class FabricController:
             raise
         self.observer.operation(op, None)
         return result
+
+    def _awaiting_replay(self, partitions: Sequence[PartitionInfo]) -> bool:
+        """With nothing active, a restarted FM (waiting for set-activated) lists exactly as
+        an idle one does, and it aborts if the empty set is not replayed within 60 s. Ask
+        with a call that changes nothing: deactivating an inactive partition is
+        UNINITIALIZED normally and NOT_CONFIGURED while FM waits for the replay."""
+        if not partitions:
+            return False
+        try:
+            self.fabric.deactivate(int(partitions[0].id))
+        except FabricManagerNotReady:
+            return True
+        except FabricManagerError:
+            return False
+        return False  # it was active after all; the desired set (empty) wants it inactive
 
     def _settle(self, op: str, partition_id: int) -> None:
         """A crash left an intent behind: FM's state says whether it happened."""

@@ -19,7 +19,7 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent import futures
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -205,11 +205,20 @@ class Daemon:
     http_port: int | None
     _stop: threading.Event
     _threads: list[threading.Thread]
+    _wake: threading.Event = field(default_factory=threading.Event)
+    _stopping: threading.Lock = field(default_factory=threading.Lock)
 
     def stop(self, grace: float = 2.0) -> None:
-        if self._stop.is_set():
-            return
-        self._stop.set()
+        # A second caller (the signal handler's thread and the main loop both call this)
+        # waits for the first to finish, so it never returns before the socket is gone.
+        with self._stopping:
+            if self._stop.is_set():
+                return
+            self._stop.set()
+            self._wake.set()  # end the reconcile loop's wait now, not after an interval
+            self._stop_now(grace)
+
+    def _stop_now(self, grace: float) -> None:
         self.server.stop(grace).wait()
         if self.http is not None:
             self.http.shutdown()
@@ -241,16 +250,26 @@ def serve(
         )
     if target.startswith("unix:"):
         path = Path(target.removeprefix("unix:"))
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.unlink(missing_ok=True)  # a stale socket from a killed daemon
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.unlink(missing_ok=True)  # a stale socket from a killed daemon
+        except OSError as exc:
+            raise InvalidRequest(f"cannot listen on {listen}: {exc}") from exc
+    # Bind HTTP before gRPC starts, so a refusal leaves no running server or socket behind.
+    http, http_port = _http_server(http_listen, controller) if http_listen else (None, None)
     interceptors = [_TokenInterceptor(token)] if token else []
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=8), interceptors=interceptors)
     wake = threading.Event()
     pb_grpc.add_FabricServicer_to_server(  # type: ignore[no-untyped-call]
         _Servicer(controller, wake), server
     )
-    bound = server.add_insecure_port(target)
+    try:
+        bound = server.add_insecure_port(target)
+    except RuntimeError:  # what grpcio raises for a failed bind (older releases returned 0)
+        bound = 0
     if bound == 0:
+        if http is not None:
+            http.server_close()
         raise InvalidRequest(f"cannot listen on {listen}: address in use or not permitted")
     if target.startswith("unix:"):
         os.chmod(target.removeprefix("unix:"), 0o660)
@@ -264,13 +283,11 @@ def serve(
             daemon=True,
         )
     ]
-    http, http_port = None, None
-    if http_listen:
-        http, http_port = _http_server(http_listen, controller)
+    if http is not None:
         threads.append(threading.Thread(target=http.serve_forever, name="fm-http", daemon=True))
     for t in threads:
         t.start()
-    daemon = Daemon(controller, server, target, http, http_port, stop, threads)
+    daemon = Daemon(controller, server, target, http, http_port, stop, threads, wake)
     log.info(
         "fm-controller serving",
         extra={"listen": target, "http_port": http_port, "board": controller.board},
