@@ -240,6 +240,8 @@ def test_an_exception_inside_the_call_also_clears_the_intent(tmp_path: Path) -> 
         ([3], ["deactivate", 3], {3}, [3]),
         ([3], ["deactivate", 3], set(), []),
         ([3, 4], ["deactivate", 3], {4}, [4]),
+        ([3], ["set-activated", [5, 6]], {5, 6}, [5, 6]),
+        ([3], ["set-activated", [5, 6]], {3}, [3]),
     ],
     ids=[
         "activate-that-happened-is-kept",
@@ -248,6 +250,8 @@ def test_an_exception_inside_the_call_also_clears_the_intent(tmp_path: Path) -> 
         "deactivate-that-did-not-keeps-it",
         "deactivate-that-happened-drops-it",
         "deactivate-beside-others-drops-it",
+        "set-activated-that-happened-replaces",
+        "set-activated-that-did-not-keeps-the-old-set",
     ],
 )
 def test_a_pending_intent_is_settled_against_fabric_manager(

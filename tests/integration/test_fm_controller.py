@@ -578,11 +578,9 @@ def test_logs_on_stderr_are_one_json_object_per_line(start_daemon: StartDaemon) 
     assert daemon.terminate() == 0
 
     lines = daemon.log_lines()
-    # cli/fabric.py also echoes one human-readable "listening on" banner to stderr; every
-    # other line must be a JSON object.
-    banner = [line for line in lines if line.startswith("fm-controller for ")]
-    assert len(banner) <= 1
-    records = [json.loads(line) for line in lines if line not in banner]
+    # gRPC's C core may print its own lines on failures; this run has none, so every line
+    # must be one JSON object.
+    records = [json.loads(line) for line in lines]
     assert all(isinstance(r, dict) for r in records)
     for record in records:
         assert isinstance(record["ts"], float | int)

@@ -106,9 +106,5 @@ def serve_cmd(
             http_listen=http_listen,
             reconcile_interval_s=reconcile_interval,
         )
-    typer.echo(
-        f"fm-controller for {label} listening on {daemon.target}"
-        + (f", http on port {daemon.http_port}" if daemon.http_port else ""),
-        err=True,
-    )
+    # serve() logged where it listens (JSON on stderr, like every other line).
     run_until_signalled(daemon)

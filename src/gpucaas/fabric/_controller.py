@@ -17,6 +17,7 @@ any :class:`FabricManager`. What it guarantees:
 from __future__ import annotations
 
 import json
+import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -31,8 +32,11 @@ from ._errors import FabricManagerError, FabricManagerNotReady
 from ._sim import FabricStateError, write_atomically
 from ._types import FailedDevices, PartitionInfo
 
+log = logging.getLogger("gpucaas.fm-controller")
+
 DESIRED_FILE = "desired.json"
 _T = TypeVar("_T")
+_PENDING_FORM = '\'pending\' must be ["activate"|"deactivate", id] or ["set-activated", [ids]]'
 _VERSION = 1
 
 
@@ -145,8 +149,13 @@ class FabricController:
 
     def set_activated(self, partition_ids: Sequence[int]) -> None:
         with self._lock:
-            ids = [int(p) for p in partition_ids]
-            self._call("set-activated", lambda: self.fabric.set_activated(ids))
+            ids = sorted({int(p) for p in partition_ids})
+            self._save(pending=("set-activated", ids))
+            try:
+                self._call("set-activated", lambda: self.fabric.set_activated(ids))
+            except BaseException:
+                self._save()
+                raise
             self._desired = set(ids)
             self._save()
             self._fabric_active = tuple(sorted(self._desired))
@@ -175,6 +184,10 @@ class FabricController:
                 return True
             started = self._clock()
             desired = sorted(self._desired)
+            log.warning(
+                "fabric drifted from the desired set; replaying it",
+                extra={"desired": desired, "fabric_active": sorted(active)},
+            )
             try:
                 self._call("set-activated", lambda: self.fabric.set_activated(desired))
             except FabricManagerError:
@@ -227,19 +240,21 @@ class FabricController:
             return False
         return False  # it was active after all; the desired set (empty) wants it inactive
 
-    def _settle(self, op: str, partition_id: int) -> None:
+    def _settle(self, op: str, target: int | list[int]) -> None:
         """A crash left an intent behind: FM's state says whether it happened."""
         try:
             active = {int(p.id) for p in self.fabric.list_partitions() if p.active}
         except FabricManagerNotReady:
             active = set()  # FM restarted: it forgot; the replay brings back the rest
-        if op == "activate" and partition_id in active:
-            self._desired.add(partition_id)
-        if op == "deactivate" and partition_id not in active:
-            self._desired.discard(partition_id)
+        if op == "activate" and isinstance(target, int) and target in active:
+            self._desired.add(target)
+        if op == "deactivate" and isinstance(target, int) and target not in active:
+            self._desired.discard(target)
+        if op == "set-activated" and isinstance(target, list) and set(target) == active:
+            self._desired = set(target)
         self._save()
 
-    def _load(self) -> tuple[str, int] | None:
+    def _load(self) -> tuple[str, int | list[int]] | None:
         path = self._path
         if not path.exists():
             return None
@@ -269,16 +284,20 @@ class FabricController:
         pending = data.get("pending")
         if pending is None:
             return None
+        if not isinstance(pending, list) or len(pending) != 2:
+            raise FabricStateError(path, _PENDING_FORM)
+        op, target = pending
+        if op in ("activate", "deactivate") and isinstance(target, int):
+            return str(op), int(target)
         if (
-            not isinstance(pending, list)
-            or len(pending) != 2
-            or pending[0] not in ("activate", "deactivate")
-            or not isinstance(pending[1], int)
+            op == "set-activated"
+            and isinstance(target, list)
+            and all(isinstance(t, int) for t in target)
         ):
-            raise FabricStateError(path, '\'pending\' must be ["activate"|"deactivate", id]')
-        return str(pending[0]), int(pending[1])
+            return "set-activated", [int(t) for t in target]
+        raise FabricStateError(path, _PENDING_FORM)
 
-    def _save(self, pending: tuple[str, int] | None = None) -> None:
+    def _save(self, pending: tuple[str, int | list[int]] | None = None) -> None:
         document = {
             "version": _VERSION,
             "model": self.model.name,

@@ -15,6 +15,7 @@ can do (``tests/fabric/test_errors.py`` fails if a code has no mapping)::
         ├── FabricNotShared         NOT_SUPPORTED: FM is not in shared-NVSwitch mode
         ├── FabricVersionMismatch   VERSION_MISMATCH: libnvfm and the FM daemon differ
         ├── FabricManagerDown       CONNECTION_NOT_VALID / TIMEOUT / cannot connect
+        │   └── FmControllerDown    the fm-controller in front of FM cannot be reached
         └── FabricManagerFailure    every other code (NVLink, resource and trunk errors)
 
 Each carries ``code`` (an :class:`FMReturn`), ``operation``, ``partition_id`` and
@@ -181,6 +182,12 @@ class FabricManagerDown(FabricManagerError, Unavailable):
     """CONNECTION_NOT_VALID / TIMEOUT: FM cannot be reached."""
 
     hint = "check that nv-fabricmanager runs and listens on the address given"
+
+
+class FmControllerDown(FabricManagerDown):
+    """The fm-controller (not FM itself) cannot be reached."""
+
+    hint = "check that `gpucaas fabric serve` runs and listens on the address given (--address)"
 
 
 class FabricManagerFailure(FabricManagerError, Unavailable):

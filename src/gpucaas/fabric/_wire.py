@@ -10,7 +10,7 @@ import grpc
 from gpucaas.errors import InvalidRequest
 from gpucaas.topology import ModuleId, PartitionId
 
-from ._errors import FabricManagerDown, FabricManagerError, FMReturn, check
+from ._errors import FabricManagerDown, FabricManagerError, FmControllerDown, FMReturn, check
 from ._types import FailedDevice, FailedDevices, PartitionGpu, PartitionInfo
 from .proto import fabric_pb2 as pb
 
@@ -101,7 +101,7 @@ def raise_from_rpc(
         if key == FM_RETURN_KEY:
             check(int(value), operation, partition_id=partition_id)
     if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
-        raise FabricManagerDown(
+        raise FmControllerDown(
             FMReturn.CONNECTION_NOT_VALID,
             operation,
             partition_id=partition_id,
