@@ -29,6 +29,7 @@ sim: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_placement.py
 	GPUCAAS_DATA=$(GPUCAAS_DATA) $(BIN)/python benchmarks/bench_sim.py
+	$(BIN)/python benchmarks/bench_fabric.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
