@@ -14,6 +14,7 @@ from gpucaas.errors import GpucaasError
 PUBLIC_MODULES = [
     "gpucaas.errors",
     "gpucaas.fabric",
+    "gpucaas.node",
     "gpucaas.placement",
     "gpucaas.sim",
     "gpucaas.topology",

@@ -8,6 +8,7 @@ import typer
 from gpucaas import __version__
 
 from . import fabric as _fabric
+from . import node as _node
 from . import sim as _sim
 from . import topology as _topology
 from . import trace as _trace
@@ -22,6 +23,7 @@ app = typer.Typer(
 app.add_typer(_topology.app, name="topology")
 app.add_typer(_trace.app, name="trace")
 app.add_typer(_fabric.app, name="fabric")
+app.add_typer(_node.app, name="node")
 app.command("sim")(_sim.sim)
 
 

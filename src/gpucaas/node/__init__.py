@@ -1,1 +1,118 @@
-"""Node agent: GPU discovery, VFIO, module-ID map, CDI specs (device plugin to come)."""
+"""Node agent: GPU discovery from sysfs, the module-ID map, CDI specs.
+
+Still to come (issue 4): VFIO binding, the partition-aware device plugin and deployment.
+"""
+
+from ._cdi import (
+    CDI_SPEC_DIR,
+    CURRENT_VERSION,
+    HOOK_NAMES,
+    IOMMU_DEVICE,
+    KNOWN_VERSIONS,
+    VFIO_CONTAINER,
+    CdiDevice,
+    CdiError,
+    CdiSpec,
+    ContainerEdits,
+    DeviceNode,
+    Hook,
+    IntelRdt,
+    Mount,
+    NetDevice,
+    Violation,
+    ViolationCode,
+    build_gpu_spec,
+    minimum_version,
+    qualified_name,
+    spec_file_name,
+    write_spec,
+)
+from ._cdi import validate as validate_cdi_spec
+from ._discovery import SYSFS_ROOT, VFIO_PCI, discover, is_vfio_driver
+from ._errors import DiscoveryError, InvalidBDF
+from ._gpus import KubeletGpu, gpu_cdi_spec, kubelet_gpus
+from ._modulemap import (
+    DEFAULT_MAP_PATH,
+    MAP_DOCUMENT_KIND,
+    MAP_DOCUMENT_VERSION,
+    ModuleEntry,
+    ModuleMap,
+    ModuleMapError,
+    ModuleMapMissing,
+    NvidiaSmiUnavailable,
+    parse_nvidia_smi_xml,
+)
+from ._modulemap import capture as capture_module_map
+from ._modulemap import load as load_module_map
+from ._modulemap import save as save_module_map
+from ._modulemap import validate as validate_module_map
+from ._types import (
+    BDF,
+    NVIDIA_VENDOR_ID,
+    Bar,
+    DeviceKind,
+    Discovery,
+    DiscoveryWarning,
+    NvidiaDevice,
+    Severity,
+    WarningCode,
+    parse_bdf,
+)
+
+__all__ = [
+    "BDF",
+    "CDI_SPEC_DIR",
+    "CURRENT_VERSION",
+    "DEFAULT_MAP_PATH",
+    "HOOK_NAMES",
+    "IOMMU_DEVICE",
+    "KNOWN_VERSIONS",
+    "MAP_DOCUMENT_KIND",
+    "MAP_DOCUMENT_VERSION",
+    "NVIDIA_VENDOR_ID",
+    "SYSFS_ROOT",
+    "VFIO_CONTAINER",
+    "VFIO_PCI",
+    "Bar",
+    "CdiDevice",
+    "CdiError",
+    "CdiSpec",
+    "ContainerEdits",
+    "DeviceKind",
+    "DeviceNode",
+    "Discovery",
+    "DiscoveryError",
+    "DiscoveryWarning",
+    "Hook",
+    "IntelRdt",
+    "InvalidBDF",
+    "KubeletGpu",
+    "ModuleEntry",
+    "ModuleMap",
+    "ModuleMapError",
+    "ModuleMapMissing",
+    "Mount",
+    "NetDevice",
+    "NvidiaDevice",
+    "NvidiaSmiUnavailable",
+    "Severity",
+    "Violation",
+    "ViolationCode",
+    "WarningCode",
+    "build_gpu_spec",
+    "capture_module_map",
+    "discover",
+    "gpu_cdi_spec",
+    "is_vfio_driver",
+    "kubelet_gpus",
+    "load_module_map",
+    "minimum_version",
+    "parse_bdf",
+    "parse_nvidia_smi_xml",
+    "qualified_name",
+    "save_module_map",
+    "spec_file_name",
+    "validate_cdi_spec",
+    "validate_module_map",
+    "write_spec",
+]

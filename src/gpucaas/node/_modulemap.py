@@ -1,0 +1,629 @@
+"""The per-node map from GPU module ID to PCI address, captured from ``nvidia-smi -q -x``.
+
+Fabric Manager partitions name GPUs by *module ID* (1-8, set by the HGX baseboard's
+strapping), and module IDs do not follow PCI order: on a typical HGX H100 the GPU on bus 0x18
+is module 2 and the one on bus 0x3a is module 1. The node agent therefore needs, per node, the
+map module ID -> BDF (and UUID). Only the NVIDIA driver knows it, so the map is captured once
+while the driver is still bound, stored (:func:`save`), and read back (:func:`load`) after the
+GPUs have moved to vfio-pci, where ``nvidia-smi`` cannot see them. Module IDs are never
+inferred from PCI order.
+
+Where nvidia-smi puts the module ID (both layouts are accepted)::
+
+    driver <= R555   <gpu><gpu_module_id>N</gpu_module_id>
+    driver >= R565   <gpu><platformInfo>...<module_id>N</module_id>...</platformInfo>
+
+Errors::
+
+    InvalidRequest
+    └── ModuleMapError            bad XML, a GPU with no/duplicate/out-of-range module ID,
+        │                         a corrupt or foreign map file, an invalid map to save
+        └── ModuleMapMissing      no map file yet; says how to capture one
+    Unavailable
+    └── NvidiaSmiUnavailable      nvidia-smi is missing, failed or timed out
+"""
+
+from __future__ import annotations
+
+import collections
+import datetime as _dt
+import json
+import re
+import subprocess
+import xml.etree.ElementTree as ET
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from gpucaas.errors import InvalidRequest, Unavailable
+from gpucaas.fabric import write_atomically
+from gpucaas.node._errors import InvalidBDF
+from gpucaas.node._types import parse_bdf
+from gpucaas.topology import ModuleId
+
+__all__ = [
+    "DEFAULT_MAP_PATH",
+    "MAP_DOCUMENT_KIND",
+    "MAP_DOCUMENT_VERSION",
+    "ModuleEntry",
+    "ModuleMap",
+    "ModuleMapError",
+    "ModuleMapMissing",
+    "NvidiaSmiUnavailable",
+    "capture",
+    "load",
+    "normalize_bdf",
+    "parse_nvidia_smi_xml",
+    "save",
+    "validate",
+]
+
+DEFAULT_MAP_PATH = Path("/var/lib/gpucaas/module-map.json")
+"""Where the node agent keeps the map; it survives reboots and driver rebinding."""
+
+MAP_DOCUMENT_KIND = "gpucaas.node/module-map"
+MAP_DOCUMENT_VERSION = 1
+
+DEFAULT_GPU_COUNT = 8
+NVIDIA_SMI_TIMEOUT_S = 60.0
+
+_HOW_TO_CAPTURE = (
+    "run `gpucaas node capture-map` on this node while the NVIDIA driver is still bound "
+    "(before the GPUs move to vfio-pci), or `gpucaas node capture-map --from FILE` with the "
+    "output of `nvidia-smi -q -x` saved from this node"
+)
+_NOT_REPORTED = {"", "N/A", "0"}
+_BDF_RE = re.compile(
+    r"^(?:(?P<domain>[0-9a-fA-F]{1,8}):)?(?P<bus>[0-9a-fA-F]{2}):(?P<dev>[0-9a-fA-F]{2})"
+    r"\.(?P<fn>[0-7])$"
+)
+
+
+class ModuleMapError(InvalidRequest):
+    """The module map, or the nvidia-smi XML it is built from, is wrong; says what to do."""
+
+    def __init__(self, what: str, value: object, todo: str, *, source: str | None = None):
+        super().__init__(what, value, todo, source)
+        self.what = what
+        self.value = value
+        self.todo = todo
+        self.source = source
+
+    def __str__(self) -> str:
+        where = f"{self.source}: " if self.source else ""
+        return f"{where}{self.what}: {self.value}; {self.todo}"
+
+
+class ModuleMapMissing(ModuleMapError):
+    """No module map has been stored on this node yet."""
+
+
+class NvidiaSmiUnavailable(Unavailable):
+    """``nvidia-smi -q -x`` could not be run, failed, or timed out."""
+
+    def __init__(self, command: Sequence[str], reason: str):
+        super().__init__(command, reason)
+        self.command = tuple(command)
+        self.reason = reason
+
+    def __str__(self) -> str:
+        return (
+            f"cannot read module IDs from `{' '.join(self.command)}`: {self.reason}; run it on "
+            "the node while the NVIDIA driver is bound to the GPUs, or pass --from FILE with "
+            "`nvidia-smi -q -x` output saved while it was"
+        )
+
+
+@dataclass(frozen=True)
+class ModuleEntry:
+    """One GPU: its baseboard module ID, sysfs BDF (``0000:18:00.0``) and UUID."""
+
+    module_id: ModuleId
+    bdf: str
+    uuid: str
+    serial: str | None = None
+    product: str | None = None
+
+
+@dataclass(frozen=True)
+class ModuleMap:
+    """Module ID -> GPU for one node, with where and when it was captured.
+
+    ``entries`` are kept in module-ID order. ``source`` says where the data came from
+    (``nvidia-smi -q -x`` or ``file:PATH``); ``captured_at`` is an ISO 8601 UTC timestamp.
+    """
+
+    entries: tuple[ModuleEntry, ...]
+    source: str
+    captured_at: str
+    board_model: str | None = None
+    driver_version: str | None = None
+    _by_module: Mapping[int, ModuleEntry] = field(
+        init=False, repr=False, compare=False, default_factory=dict
+    )
+    _by_bdf: Mapping[str, ModuleEntry] = field(
+        init=False, repr=False, compare=False, default_factory=dict
+    )
+
+    def __post_init__(self) -> None:
+        entries = tuple(sorted(self.entries, key=lambda e: (e.module_id, e.bdf)))
+        object.__setattr__(self, "entries", entries)
+        object.__setattr__(self, "_by_module", {e.module_id: e for e in entries})
+        object.__setattr__(self, "_by_bdf", {e.bdf: e for e in entries})
+
+    @property
+    def module_ids(self) -> tuple[ModuleId, ...]:
+        return tuple(e.module_id for e in self.entries)
+
+    def by_module(self, module_id: int) -> ModuleEntry:
+        """The GPU with this module ID; :class:`ModuleMapError` if the map has none."""
+        try:
+            return self._by_module[module_id]
+        except KeyError:
+            raise ModuleMapError(
+                "no GPU with this module ID in the module map",
+                module_id,
+                f"the map has modules {_ids_text(self.module_ids) or 'none'}",
+                source=self.source,
+            ) from None
+
+    def by_bdf(self, bdf: str) -> ModuleEntry:
+        """The GPU at this PCI address (any form nvidia-smi or sysfs prints)."""
+        key = normalize_bdf(bdf)
+        try:
+            return self._by_bdf[key]
+        except KeyError:
+            raise ModuleMapError(
+                "no GPU at this PCI address in the module map",
+                key,
+                f"the map has {', '.join(e.bdf for e in self.entries) or 'no GPUs'}; if the "
+                f"hardware changed, capture the map again ({_HOW_TO_CAPTURE})",
+                source=self.source,
+            ) from None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The versioned JSON document (see :data:`MAP_DOCUMENT_KIND`)."""
+        return {
+            "kind": MAP_DOCUMENT_KIND,
+            "version": MAP_DOCUMENT_VERSION,
+            "board_model": self.board_model,
+            "driver_version": self.driver_version,
+            "source": self.source,
+            "captured_at": self.captured_at,
+            "modules": [
+                {
+                    "module_id": e.module_id,
+                    "bdf": e.bdf,
+                    "uuid": e.uuid,
+                    "serial": e.serial,
+                    "product": e.product,
+                }
+                for e in self.entries
+            ],
+        }
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2) + "\n"
+
+    @classmethod
+    def from_dict(cls, doc: object, *, source: str = "module map") -> ModuleMap:
+        """Read a document written by :meth:`to_dict`; :class:`ModuleMapError` if it is not."""
+
+        def bad(what: str, value: object) -> ModuleMapError:
+            return ModuleMapError(
+                what,
+                value,
+                f"this is not a module map gpucaas wrote, or it is damaged; {_HOW_TO_CAPTURE}",
+                source=source,
+            )
+
+        if not isinstance(doc, dict):
+            raise bad("expected a JSON object", type(doc).__name__)
+        if doc.get("kind") != MAP_DOCUMENT_KIND:
+            raise bad(f"not a module map (kind is not {MAP_DOCUMENT_KIND!r})", doc.get("kind"))
+        if doc.get("version") != MAP_DOCUMENT_VERSION:
+            raise bad(
+                f"unsupported module map version (this gpucaas reads {MAP_DOCUMENT_VERSION})",
+                doc.get("version"),
+            )
+        modules = doc.get("modules")
+        if not isinstance(modules, list):
+            raise bad("'modules' must be a list", type(modules).__name__)
+        entries = []
+        for i, item in enumerate(modules):
+            if not isinstance(item, dict):
+                raise bad(f"modules[{i}] must be an object", item)
+            mid = item.get("module_id")
+            if not isinstance(mid, int) or isinstance(mid, bool):
+                raise bad(f"modules[{i}].module_id must be an integer", mid)
+            bdf = _str_field(item, "bdf", i, bad, required=True)
+            assert bdf is not None
+            try:
+                bdf = normalize_bdf(bdf)
+            except ModuleMapError:
+                raise bad(f"modules[{i}].bdf is not a PCI address", bdf) from None
+            uuid = _str_field(item, "uuid", i, bad, required=True)
+            assert uuid is not None
+            entries.append(
+                ModuleEntry(
+                    module_id=ModuleId(mid),
+                    bdf=bdf,
+                    uuid=uuid,
+                    serial=_str_field(item, "serial", i, bad),
+                    product=_str_field(item, "product", i, bad),
+                )
+            )
+        for key in ("source", "captured_at"):
+            if not isinstance(doc.get(key), str):
+                raise bad(f"{key!r} must be a string", doc.get(key))
+        for key in ("board_model", "driver_version"):
+            if doc.get(key) is not None and not isinstance(doc.get(key), str):
+                raise bad(f"{key!r} must be a string or null", doc.get(key))
+        return cls(
+            entries=tuple(entries),
+            source=doc["source"],
+            captured_at=doc["captured_at"],
+            board_model=doc.get("board_model"),
+            driver_version=doc.get("driver_version"),
+        )
+
+    @classmethod
+    def from_json(cls, text: str, *, source: str = "module map") -> ModuleMap:
+        try:
+            doc = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ModuleMapError(
+                "not valid JSON",
+                f"line {exc.lineno}, column {exc.colno}: {exc.msg}",
+                f"the file is damaged; {_HOW_TO_CAPTURE}",
+                source=source,
+            ) from exc
+        return cls.from_dict(doc, source=source)
+
+
+def _str_field(
+    item: Mapping[str, object],
+    key: str,
+    index: int,
+    bad: Callable[[str, object], ModuleMapError],
+    *,
+    required: bool = False,
+) -> str | None:
+    value = item.get(key)
+    if value is None and not required:
+        return None
+    if not isinstance(value, str) or not value:
+        raise bad(f"modules[{index}].{key} must be a non-empty string", value)
+    return value
+
+
+def normalize_bdf(text: str) -> str:
+    """A PCI address in sysfs form: ``00000000:9A:00.0`` -> ``0000:9a:00.0`` (see
+    :func:`parse_bdf`), with this module's error type."""
+    try:
+        return parse_bdf(text)
+    except InvalidBDF:
+        raise ModuleMapError(
+            "not a PCI address",
+            repr(text),
+            "expected DOMAIN:BUS:DEVICE.FUNCTION, e.g. 0000:18:00.0 or 00000000:18:00.0",
+        ) from None
+
+
+def _ids_text(ids: Iterable[int]) -> str:
+    return ",".join(str(i) for i in sorted(ids))
+
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
+
+
+def _text(el: ET.Element | None) -> str | None:
+    if el is None or el.text is None:
+        return None
+    value = el.text.strip()
+    return value or None
+
+
+def _module_id_text(gpu: ET.Element) -> str | None:
+    """The module ID as nvidia-smi printed it, from either layout, or None."""
+    for path in ("platformInfo/module_id", "gpu_module_id", "module_id"):
+        value = _text(gpu.find(path))
+        if value is not None:
+            return value
+    return None
+
+
+def parse_nvidia_smi_xml(
+    xml: str | Path, *, gpu_count: int = DEFAULT_GPU_COUNT, source: str | None = None
+) -> ModuleMap:
+    """Build the map from ``nvidia-smi -q -x`` output: a ``str`` is the XML, a ``Path`` a file.
+
+    BDFs are normalised to the sysfs form. Raises :class:`ModuleMapError` for XML that does
+    not parse, a GPU with no module ID (old driver, or not an HGX baseboard), a module ID
+    outside 1..``gpu_count``, and duplicate module IDs, BDFs or UUIDs.
+    """
+    if isinstance(xml, Path):
+        source = source or f"file:{xml}"
+        try:
+            text = xml.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise ModuleMapError(
+                "nvidia-smi XML file not found",
+                str(xml),
+                "pass the path of a file holding `nvidia-smi -q -x` output from this node",
+                source=source,
+            ) from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ModuleMapError(
+                "cannot read nvidia-smi XML file",
+                f"{xml} ({exc})",
+                "pass a readable file holding `nvidia-smi -q -x` output",
+                source=source,
+            ) from exc
+    else:
+        text = xml
+        source = source or "nvidia-smi XML"
+    return _parse(text, gpu_count=gpu_count, source=source)
+
+
+def _parse(text: str, *, gpu_count: int, source: str) -> ModuleMap:
+    def bad(what: str, value: object, todo: str) -> ModuleMapError:
+        return ModuleMapError(what, value, todo, source=source)
+
+    try:
+        root = ET.fromstring(text)
+    except ET.ParseError as exc:
+        line, col = exc.position
+        reason = str(exc).split(":")[0]
+        raise bad(
+            "does not parse as XML",
+            f"line {line}, column {col}: {reason}",
+            "pass the complete, unmodified output of `nvidia-smi -q -x`",
+        ) from exc
+    if root.tag != "nvidia_smi_log":
+        raise bad(
+            "not nvidia-smi XML (root element is not <nvidia_smi_log>)",
+            f"<{root.tag}>",
+            "pass the output of `nvidia-smi -q -x` (not -q alone, not CSV)",
+        )
+    driver = _text(root.find("driver_version"))
+    gpus = root.findall("gpu")
+    if not gpus:
+        raise bad(
+            "nvidia-smi reports no GPUs",
+            f"attached_gpus={_text(root.find('attached_gpus')) or 'N/A'}",
+            "capture while the NVIDIA driver is bound to the GPUs (`nvidia-smi -L` lists them)",
+        )
+
+    entries: list[ModuleEntry] = []
+    for gpu in gpus:
+        raw_bdf = _text(gpu.find("pci/pci_bus_id")) or gpu.get("id")
+        if raw_bdf is None:
+            raise bad(
+                "a <gpu> has no PCI address (no <pci><pci_bus_id> and no id attribute)",
+                _text(gpu.find("uuid")) or "unknown GPU",
+                "pass the complete, unmodified output of `nvidia-smi -q -x`",
+            )
+        try:
+            bdf = normalize_bdf(raw_bdf)
+        except ModuleMapError:
+            raise bad(
+                "a GPU's PCI address is not DOMAIN:BUS:DEVICE.FUNCTION",
+                repr(raw_bdf),
+                "pass the complete, unmodified output of `nvidia-smi -q -x`",
+            ) from None
+        product = _text(gpu.find("product_name"))
+        name = f"GPU {bdf}" + (f" ({product})" if product else "")
+        uuid = _text(gpu.find("uuid"))
+        if uuid is None:
+            raise bad(
+                f"{name} has no <uuid>",
+                "missing",
+                "pass the complete, unmodified output of `nvidia-smi -q -x`",
+            )
+        raw_id = _module_id_text(gpu)
+        if raw_id is None or raw_id in _NOT_REPORTED:
+            raise bad(
+                f"{name} reports no module ID (no <platformInfo><module_id> or "
+                "<gpu_module_id>, or N/A)",
+                f"driver {driver or 'unknown'}, module ID {raw_id or 'absent'}",
+                "this NVIDIA driver is too old to report module IDs, or this is not an HGX "
+                "baseboard; capture again with a current data-centre driver bound (R550 and "
+                "later are known to report them). Module IDs are never guessed from PCI order",
+            )
+        try:
+            module_id = int(raw_id)
+        except ValueError:
+            raise bad(
+                f"{name} has a module ID that is not a number",
+                repr(raw_id),
+                "pass the complete, unmodified output of `nvidia-smi -q -x`",
+            ) from None
+        if not 1 <= module_id <= gpu_count:
+            raise bad(
+                f"{name} has a module ID outside 1..{gpu_count}",
+                module_id,
+                f"an HGX baseboard with {gpu_count} GPUs numbers its modules 1..{gpu_count}; "
+                "check the board's GPU count, or capture again from this node",
+            )
+        entries.append(
+            ModuleEntry(
+                module_id=ModuleId(module_id),
+                bdf=bdf,
+                uuid=uuid,
+                serial=_text(gpu.find("serial")),
+                product=product,
+            )
+        )
+
+    dup_ids = _duplicates((e.module_id, e.bdf) for e in entries)
+    if dup_ids:
+        if len({e.module_id for e in entries}) == 1 and len(entries) > 1:
+            todo = (
+                f"every GPU reports module ID {entries[0].module_id}, as PCIe (non-HGX) GPUs "
+                "do; partitions need an HGX baseboard with distinct module IDs"
+            )
+        else:
+            todo = "the XML is inconsistent (edited, or merged from two nodes?); capture it again"
+        raise bad("duplicate module IDs", _dups_text(dup_ids, "module"), todo)
+    dup_bdfs = _duplicates((e.bdf, e.uuid) for e in entries)
+    if dup_bdfs:
+        raise bad(
+            "the same PCI address appears more than once",
+            _dups_text(dup_bdfs, "BDF"),
+            "the XML is inconsistent (edited, or merged from two captures?); capture it again",
+        )
+    dup_uuids = _duplicates((e.uuid, e.bdf) for e in entries)
+    if dup_uuids:
+        raise bad(
+            "the same GPU UUID appears more than once",
+            _dups_text(dup_uuids, "UUID"),
+            "the XML is inconsistent (edited, or merged from two captures?); capture it again",
+        )
+
+    products = {e.product for e in entries}
+    return ModuleMap(
+        entries=tuple(entries),
+        source=source,
+        captured_at=_now(),
+        board_model=products.pop() if len(products) == 1 else None,
+        driver_version=driver,
+    )
+
+
+def _duplicates(pairs: Iterable[tuple[Any, str]]) -> dict[Any, list[str]]:
+    seen: dict[Any, list[str]] = collections.defaultdict(list)
+    for key, where in pairs:
+        seen[key].append(where)
+    return {k: v for k, v in seen.items() if len(v) > 1}
+
+
+def _dups_text(dups: Mapping[Any, list[str]], label: str) -> str:
+    return "; ".join(f"{label} {k} on {', '.join(v)}" for k, v in sorted(dups.items()))
+
+
+def capture(
+    *,
+    xml: Path | None = None,
+    nvidia_smi: str = "nvidia-smi",
+    gpu_count: int = DEFAULT_GPU_COUNT,
+    timeout_s: float = NVIDIA_SMI_TIMEOUT_S,
+) -> ModuleMap:
+    """Build the map by running ``nvidia-smi -q -x``, or from a saved file (``xml``).
+
+    Raises :class:`NvidiaSmiUnavailable` when nvidia-smi is missing, exits non-zero or times
+    out, and :class:`ModuleMapError` when its output is unusable (see
+    :func:`parse_nvidia_smi_xml`).
+    """
+    if xml is not None:
+        return parse_nvidia_smi_xml(xml, gpu_count=gpu_count)
+    command = (nvidia_smi, "-q", "-x")
+    try:
+        done = subprocess.run(
+            command, capture_output=True, text=True, timeout=timeout_s, check=False
+        )
+    except FileNotFoundError:
+        raise NvidiaSmiUnavailable(command, f"{nvidia_smi} not found") from None
+    except PermissionError as exc:
+        raise NvidiaSmiUnavailable(command, f"{nvidia_smi} cannot be run ({exc})") from exc
+    except subprocess.TimeoutExpired as exc:
+        raise NvidiaSmiUnavailable(command, f"no answer in {timeout_s:g} s") from exc
+    except OSError as exc:
+        raise NvidiaSmiUnavailable(command, str(exc)) from exc
+    if done.returncode != 0:
+        said = (done.stderr.strip() or done.stdout.strip()).splitlines()
+        detail = f": {said[0]}" if said else ""
+        raise NvidiaSmiUnavailable(command, f"exit status {done.returncode}{detail}")
+    return _parse(done.stdout, gpu_count=gpu_count, source=" ".join(command))
+
+
+def validate(
+    module_map: ModuleMap, gpu_bdfs: Sequence[str], *, gpu_count: int = DEFAULT_GPU_COUNT
+) -> list[str]:
+    """Problems with ``module_map`` against the GPUs discovered on this node; empty if none.
+
+    Checks that there are exactly ``gpu_count`` GPUs, that module IDs 1..``gpu_count`` each
+    appear once, that no BDF or UUID repeats, and that the map's BDFs are the discovered ones.
+    """
+    problems: list[str] = []
+    entries = module_map.entries
+    if len(entries) != gpu_count:
+        problems.append(f"the map has {len(entries)} GPUs, expected {gpu_count}")
+    ids = collections.Counter(int(e.module_id) for e in entries)
+    out_of_range = sorted(i for i in ids if not 1 <= i <= gpu_count)
+    if out_of_range:
+        problems.append(f"module IDs outside 1..{gpu_count}: {_ids_text(out_of_range)}")
+    missing = sorted(set(range(1, gpu_count + 1)) - set(ids))
+    if missing:
+        problems.append(f"module IDs missing from the map: {_ids_text(missing)}")
+    for label, dups in (
+        ("module", _duplicates((e.module_id, e.bdf) for e in entries)),
+        ("BDF", _duplicates((e.bdf, f"module {e.module_id}") for e in entries)),
+        ("UUID", _duplicates((e.uuid, e.bdf) for e in entries)),
+    ):
+        if dups:
+            problems.append(f"duplicate {label}s: {_dups_text(dups, label)}")
+    discovered: set[str] = set()
+    for bdf in gpu_bdfs:
+        try:
+            discovered.add(normalize_bdf(bdf))
+        except ModuleMapError:
+            problems.append(f"discovered GPU address is not a PCI address: {bdf!r}")
+    in_map = {e.bdf for e in entries}
+    if extra := sorted(in_map - discovered):
+        problems.append(f"GPUs in the map but not discovered on this node: {', '.join(extra)}")
+    if absent := sorted(discovered - in_map):
+        problems.append(f"GPUs discovered on this node but not in the map: {', '.join(absent)}")
+    return problems
+
+
+def save(
+    module_map: ModuleMap,
+    path: Path = DEFAULT_MAP_PATH,
+    *,
+    gpu_count: int = DEFAULT_GPU_COUNT,
+) -> None:
+    """Write the map atomically (old file or new, never half); refuse an invalid map."""
+    problems = validate(module_map, [e.bdf for e in module_map.entries], gpu_count=gpu_count)
+    if problems:
+        raise ModuleMapError(
+            "refusing to save an invalid module map",
+            "; ".join(problems),
+            f"nothing was written to {path}; {_HOW_TO_CAPTURE}",
+            source=module_map.source,
+        )
+    write_atomically(path, module_map.to_json())
+
+
+def load(path: Path = DEFAULT_MAP_PATH, *, gpu_count: int = DEFAULT_GPU_COUNT) -> ModuleMap:
+    """Read a map written by :func:`save`. The file is never modified, even when refused.
+
+    Raises :class:`ModuleMapMissing` if there is no file, and :class:`ModuleMapError` if it
+    is not a module map, is damaged, or fails the checks :func:`save` applies.
+    """
+    source = str(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ModuleMapMissing(
+            "no module map on this node", "the file does not exist", _HOW_TO_CAPTURE, source=source
+        ) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ModuleMapError(
+            "cannot read the module map",
+            str(exc),
+            f"check the file's permissions, or {_HOW_TO_CAPTURE}",
+            source=source,
+        ) from exc
+    module_map = ModuleMap.from_json(text, source=source)
+    problems = validate(module_map, [e.bdf for e in module_map.entries], gpu_count=gpu_count)
+    if problems:
+        raise ModuleMapError(
+            "the stored module map is invalid",
+            "; ".join(problems),
+            f"the file was left as it is; {_HOW_TO_CAPTURE}",
+            source=source,
+        )
+    return module_map

@@ -1,0 +1,28 @@
+"""Fixtures for the node tests: fixture sysfs trees of an HGX H100 host (sysfs_fixture.py)."""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+
+import pytest
+from sysfs_fixture import H100_SXM5, MakeSysfs, make_hgx_h100_tree
+
+
+@pytest.fixture
+def make_sysfs(tmp_path: Path) -> MakeSysfs:
+    """A factory: ``make_sysfs("gpu-unbound", gpu_device_id=0x2335)`` writes a fresh tree
+    (a new directory on every call) and returns its sysfs root."""
+    counter = itertools.count()
+
+    def make(variant: str = "ok", *, gpu_device_id: int = H100_SXM5) -> Path:
+        root = tmp_path / f"sysfs-{variant}-{next(counter)}"
+        return make_hgx_h100_tree(root, variant=variant, gpu_device_id=gpu_device_id)
+
+    return make
+
+
+@pytest.fixture
+def hgx_sysfs(make_sysfs: MakeSysfs) -> Path:
+    """The sysfs root of a healthy HGX H100 host: 8 GPUs and 4 NVSwitches on vfio-pci."""
+    return make_sysfs("ok")
