@@ -1,7 +1,5 @@
-"""Node agent: GPU discovery from sysfs, the module-ID map, CDI specs.
-
-Still to come (issue 4): the partition-aware kubelet device plugin.
-"""
+"""Node agent: GPU discovery from sysfs, the module-ID map, VFIO preparation, CDI specs,
+and the partition-aware kubelet device plugin (v1beta1)."""
 
 from ._cdi import (
     CDI_SPEC_DIR,
@@ -46,6 +44,17 @@ from ._modulemap import capture as capture_module_map
 from ._modulemap import load as load_module_map
 from ._modulemap import save as save_module_map
 from ._modulemap import validate as validate_module_map
+from ._plugin import (
+    API_VERSION,
+    KUBELET_DIR,
+    PARTITION_ANNOTATION,
+    DevicePlugin,
+    DevicePluginError,
+    PartitionHeld,
+    PluginState,
+    PodResourcesWatcher,
+    socket_name,
+)
 from ._types import (
     BDF,
     NVIDIA_VENDOR_ID,
@@ -88,6 +97,7 @@ from ._vfio import plan as plan_vfio
 from ._vfio import status as vfio_status
 
 __all__ = [
+    "API_VERSION",
     "BDF",
     "CDI_SPEC_DIR",
     "CURRENT_VERSION",
@@ -96,9 +106,11 @@ __all__ = [
     "HOOK_NAMES",
     "IOMMU_DEVICE",
     "KNOWN_VERSIONS",
+    "KUBELET_DIR",
     "MAP_DOCUMENT_KIND",
     "MAP_DOCUMENT_VERSION",
     "NVIDIA_VENDOR_ID",
+    "PARTITION_ANNOTATION",
     "PROC_ROOT",
     "SYSFS_ROOT",
     "VFIO_CONTAINER",
@@ -113,6 +125,8 @@ __all__ = [
     "DeviceKind",
     "DeviceMove",
     "DeviceNode",
+    "DevicePlugin",
+    "DevicePluginError",
     "DeviceVfioState",
     "Discovery",
     "DiscoveryError",
@@ -133,8 +147,11 @@ __all__ = [
     "NetDevice",
     "NvidiaDevice",
     "NvidiaSmiUnavailable",
+    "PartitionHeld",
     "PciFunction",
     "PciHost",
+    "PluginState",
+    "PodResourcesWatcher",
     "Severity",
     "SysfsKernel",
     "UnknownDevice",
@@ -164,6 +181,7 @@ __all__ = [
     "qualified_name",
     "read_host",
     "save_module_map",
+    "socket_name",
     "spec_file_name",
     "validate_cdi_spec",
     "validate_module_map",

@@ -1,0 +1,291 @@
+"""The partition-aware device plugin against the test kubelet, over real unix sockets.
+
+The GPUs come from the fixture HGX H100 tree and its nvidia-smi module map (device IDs
+"0".."7" are modules 1..8); the fabric is the in-process :class:`SimulatedFabric`. The
+H100 board's 2-GPU partitions are modules {1,3}, {2,4}, {5,7}, {6,8}.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+from kubelet_fake import TestKubelet
+
+from gpucaas.fabric import SimulatedFabric
+from gpucaas.node import discover, kubelet_gpus, parse_nvidia_smi_xml
+from gpucaas.node._gpus import KubeletGpu
+from gpucaas.node._plugin import DevicePlugin, PluginState
+from gpucaas.topology import get_model
+
+MODEL = get_model("hgx-h100-8")
+NVIDIA_SMI = Path(__file__).parent / "data" / "nvidia-smi-hgx-h100.xml"
+
+MakePlugin = Callable[..., DevicePlugin]
+
+
+@pytest.fixture
+def gpus(hgx_sysfs: Path) -> tuple[KubeletGpu, ...]:
+    return kubelet_gpus(discover(hgx_sysfs), parse_nvidia_smi_xml(NVIDIA_SMI))
+
+
+@pytest.fixture
+def kubelet() -> Iterator[TestKubelet]:
+    # A short path: unix socket paths are limited to 107 bytes, tmp_path can be longer.
+    with tempfile.TemporaryDirectory(prefix="gpucaas-") as name:
+        kubelet = TestKubelet(Path(name))
+        yield kubelet
+        kubelet.close()
+
+
+@pytest.fixture
+def fabric() -> SimulatedFabric:
+    return SimulatedFabric(MODEL)
+
+
+@pytest.fixture
+def make_plugin(
+    gpus: tuple[KubeletGpu, ...], kubelet: TestKubelet, fabric: SimulatedFabric
+) -> Iterator[MakePlugin]:
+    plugins: list[DevicePlugin] = []
+
+    def make(**options: object) -> DevicePlugin:
+        settings: dict[str, object] = {"health_interval_s": 0.1, "release_grace_s": 0.0}
+        settings.update(options)
+        plugin = DevicePlugin(gpus, MODEL, fabric, kubelet_dir=kubelet.root, **settings)  # type: ignore[arg-type]
+        plugins.append(plugin)
+        plugin.start()
+        return plugin
+
+    yield make
+    for plugin in plugins:
+        plugin.stop()
+
+
+def test_registers_with_the_kubelet_and_stop_removes_the_socket(
+    kubelet: TestKubelet, make_plugin: MakePlugin
+) -> None:
+    plugin = make_plugin()
+    assert plugin.state is PluginState.SERVING
+    request = kubelet.requests[0]
+    assert request.version == "v1beta1"
+    assert request.endpoint == "gpucaas-nvidia-com-gpu.sock"
+    assert request.resource_name == "nvidia.com/gpu"
+    assert request.options.pre_start_required
+    assert request.options.get_preferred_allocation_available
+    assert (kubelet.plugin_dir / request.endpoint).exists()
+    plugin.stop()
+    plugin.stop()  # idempotent
+    assert _state(plugin) is PluginState.STOPPED
+    assert not (kubelet.plugin_dir / request.endpoint).exists()
+    with pytest.raises(RuntimeError, match="stopped"):
+        plugin.start()
+
+
+def test_a_stale_socket_is_replaced(kubelet: TestKubelet, make_plugin: MakePlugin) -> None:
+    kubelet.plugin_dir.joinpath("gpucaas-nvidia-com-gpu.sock").write_text("stale")
+    make_plugin()
+    kubelet.wait_for(lambda k: len(k.devices) == 8)
+
+
+def test_list_and_watch_streams_health_changes_within_a_second(
+    kubelet: TestKubelet, make_plugin: MakePlugin
+) -> None:
+    broken: set[str] = set()
+    make_plugin(health=lambda gpu: gpu.device_id not in broken, health_interval_s=0.5)
+    kubelet.wait_for(lambda k: len(k.devices) == 8)
+    assert [(d, h) for d, h, _ in kubelet.devices] == [(str(i), "Healthy") for i in range(8)]
+    # Fixture NUMA nodes: modules 1-4 sit on buses on node 0, modules 5-8 on node 1.
+    assert [numa for _, _, numa in kubelet.devices] == [(0,)] * 4 + [(1,)] * 4
+
+    broken.add("2")
+    started = time.monotonic()
+    kubelet.wait_for(lambda k: k.health().get("2") == "Unhealthy", timeout=1.0)
+    assert time.monotonic() - started < 1.0
+    health = kubelet.health()
+    assert len(health) == 8  # always the full list
+    assert {d for d, h in health.items() if h == "Unhealthy"} == {"2"}
+
+    broken.clear()
+    kubelet.wait_for(lambda k: k.health().get("2") == "Healthy", timeout=1.0)
+
+
+def test_a_failing_health_check_marks_the_gpu_unhealthy(
+    kubelet: TestKubelet, make_plugin: MakePlugin
+) -> None:
+    def check(gpu: KubeletGpu) -> bool:
+        if gpu.device_id == "5":
+            raise OSError("config space unreadable")
+        return True
+
+    make_plugin(health=check)
+    kubelet.wait_for(lambda k: k.health().get("5") == "Unhealthy")
+
+
+def _ids(modules: set[int]) -> list[str]:
+    return sorted((str(m - 1) for m in modules), key=int)
+
+
+@pytest.mark.parametrize(
+    ("taken", "size", "must", "expected"),
+    [
+        (set(), 1, set(), {1}),
+        ({1}, 1, set(), {3}),
+        ({1, 3}, 2, set(), {2, 4}),
+        ({1}, 2, set(), {2, 4}),
+        ({1}, 4, set(), {5, 6, 7, 8}),
+        (set(), 8, set(), {1, 2, 3, 4, 5, 6, 7, 8}),
+        (set(), 2, {5}, {5, 7}),
+        ({1, 3}, 2, {8}, {6, 8}),
+    ],
+    ids=[
+        "empty board, 1 GPU: lowest module",
+        "module 1 used, 1 GPU: fills its pair",
+        "modules 1,3 used, 2 GPUs: the other pair of the half",
+        "module 1 used, 2 GPUs: stays in the broken half",
+        "module 1 used, 4 GPUs: the whole free half",
+        "empty board, 8 GPUs: the board",
+        "must include module 5",
+        "must include module 8 although 2,4 is best",
+    ],
+)
+def test_preferred_allocation_is_buddy_best_fit(
+    kubelet: TestKubelet,
+    make_plugin: MakePlugin,
+    taken: set[int],
+    size: int,
+    must: set[int],
+    expected: set[int],
+) -> None:
+    make_plugin()
+    available = _ids(set(range(1, 9)) - taken)
+    assert kubelet.preferred(available, _ids(must), size) == _ids(expected)
+
+
+@pytest.mark.parametrize(
+    ("taken", "size", "code", "words"),
+    [
+        ({1}, 8, grpc.StatusCode.FAILED_PRECONDITION, "no free 8-GPU partition"),
+        ({1, 6}, 4, grpc.StatusCode.FAILED_PRECONDITION, "no free 4-GPU partition"),
+        (set(), 3, grpc.StatusCode.INVALID_ARGUMENT, "request 4 GPUs instead"),
+    ],
+    ids=["board partly used, 8 GPUs", "both halves broken, 4 GPUs", "3 GPUs is no size"],
+)
+def test_preferred_allocation_explains_a_refusal(
+    kubelet: TestKubelet,
+    make_plugin: MakePlugin,
+    taken: set[int],
+    size: int,
+    code: grpc.StatusCode,
+    words: str,
+) -> None:
+    make_plugin()
+    with pytest.raises(grpc.RpcError) as refused:
+        kubelet.preferred(_ids(set(range(1, 9)) - taken), [], size)
+    assert refused.value.code() == code
+    assert words in refused.value.details()
+
+
+def test_allocate_refuses_a_set_that_is_not_a_partition(
+    kubelet: TestKubelet, make_plugin: MakePlugin
+) -> None:
+    make_plugin()
+    with pytest.raises(grpc.RpcError) as refused:
+        kubelet.allocate(["0", "1"])
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    message = refused.value.details()
+    assert "devices 0,1 (modules 1,2) are not one partition" in message
+    for valid in ("devices 0,2 (partition 3", "devices 1,3 (partition 4", "devices 5,7"):
+        assert valid in message
+
+
+def test_allocate_answers_cdi_devices_env_and_annotations(
+    kubelet: TestKubelet, make_plugin: MakePlugin, gpus: tuple[KubeletGpu, ...]
+) -> None:
+    make_plugin()
+    response = kubelet.allocate(["2", "0"])
+    assert [d.name for d in response.cdi_devices] == ["nvidia.com/gpu=0", "nvidia.com/gpu=2"]
+    assert dict(response.envs) == {
+        "GPUCAAS_PARTITION_ID": "3",
+        "GPUCAAS_MODULE_IDS": "1,3",
+        "GPUCAAS_BDFS": f"{gpus[0].bdf},{gpus[2].bdf}",
+    }
+    assert dict(response.annotations) == {"gpucaas.io/partition-id": "3"}
+    assert [d.host_path for d in response.devices] == [
+        f"/dev/vfio/{gpus[0].iommu_group}",
+        f"/dev/vfio/{gpus[2].iommu_group}",
+        "/dev/vfio/vfio",
+    ]
+
+
+def test_pre_start_activates_the_partition_idempotently(
+    kubelet: TestKubelet, make_plugin: MakePlugin, fabric: SimulatedFabric
+) -> None:
+    plugin = make_plugin(release_grace_s=60.0)
+    kubelet.pre_start(["0", "2"])
+    assert fabric.active_ids() == {3}
+    kubelet.pre_start(["0", "2"])
+    assert fabric.active_ids() == {3}
+    assert plugin.owned() == {3}
+
+
+def test_pre_start_replaces_an_overlapping_partition_no_pod_holds(
+    kubelet: TestKubelet, make_plugin: MakePlugin, fabric: SimulatedFabric
+) -> None:
+    make_plugin(release_grace_s=60.0)
+    fabric.activate(1)  # modules 1-4, left behind by someone
+    kubelet.set_pods({("t1", "vm", "main"): ["0", "2"]})
+    kubelet.pre_start(["0", "2"])
+    assert fabric.active_ids() == {3}
+
+
+def test_pre_start_refuses_when_a_running_pod_holds_the_overlap(
+    kubelet: TestKubelet, make_plugin: MakePlugin, fabric: SimulatedFabric
+) -> None:
+    kubelet.set_pods({("t1", "big", "main"): ["0", "1", "2", "3"]})
+    fabric.activate(1)
+    make_plugin()
+    with pytest.raises(grpc.RpcError) as refused:
+        kubelet.pre_start(["0", "2"])
+    assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "overlaps active partition 1 (GPUs 1-4), which a running pod holds" in (
+        refused.value.details()
+    )
+    assert fabric.active_ids() == {1}
+
+
+def test_partitions_are_released_when_their_pods_end(
+    kubelet: TestKubelet, make_plugin: MakePlugin, fabric: SimulatedFabric
+) -> None:
+    plugin = make_plugin()
+    kubelet.set_pods({("t1", "a", "main"): ["0", "2"], ("t1", "b", "main"): ["4", "6"]})
+    kubelet.pre_start(["0", "2"])
+    kubelet.pre_start(["4", "6"])
+    assert fabric.active_ids() == {3, 5}
+    kubelet.set_pods({("t1", "b", "main"): ["4", "6"]})
+    _poll(lambda: fabric.active_ids() == {5})
+    assert plugin.owned() == {5}
+
+
+def test_reregisters_after_a_kubelet_restart(kubelet: TestKubelet, make_plugin: MakePlugin) -> None:
+    make_plugin()
+    kubelet.wait_for(lambda k: len(k.devices) == 8)
+    kubelet.restart()
+    kubelet.wait_for(lambda k: len(k.requests) == 2 and len(k.devices) == 8, timeout=5.0)
+    assert kubelet.requests[1].endpoint == kubelet.requests[0].endpoint
+    assert kubelet.allocate(["1", "3"]).envs["GPUCAAS_PARTITION_ID"] == "4"
+
+
+def _state(plugin: DevicePlugin) -> PluginState:
+    return plugin.state
+
+
+def _poll(condition: Callable[[], bool], timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.02)
