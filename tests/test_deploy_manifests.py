@@ -16,7 +16,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import typer
 import yaml
+
+from gpucaas.cli import app as gpucaas_app
 
 DEPLOY = Path(__file__).resolve().parents[1] / "deploy"
 NAMESPACE = "gpucaas-system"
@@ -319,3 +322,50 @@ def test_runtime_class_for_kata_gpu_vms() -> None:
     # 10Gi (the Kata default) was measured too small for a 100 GiB VM; ~20Gi is needed.
     assert runtime_class["overhead"] == {"podFixed": {"memory": "20Gi", "cpu": "1"}}
     assert runtime_class["scheduling"]["nodeSelector"] == HGX_LABEL
+
+
+# --- the manifests against the real CLI --------------------------------------------------------
+
+
+def _cli_command(argv: list[str]) -> tuple[Any, list[str], list[str]]:
+    """The command object that ``argv`` (``gpucaas ...``) runs (typer's, click-compatible),
+    its path, and its arguments."""
+    assert argv[0] == "gpucaas", argv
+    command: Any = typer.main.get_command(gpucaas_app)
+    path, rest = ["gpucaas"], argv[1:]
+    while hasattr(command, "commands") and rest:
+        sub = command.commands.get(rest[0])
+        assert sub is not None, f"`{' '.join(path)}` has no command {rest[0]!r}"
+        command, path, rest = sub, [*path, rest[0]], rest[1:]
+    return command, path, rest
+
+
+@pytest.mark.parametrize(
+    ("container", "init", "command"),
+    [
+        ("device-plugin", False, ["gpucaas", "node", "device-plugin"]),
+        ("vfio-bind", True, ["gpucaas", "node", "vfio", "bind"]),
+    ],
+)
+def test_manifest_flags_are_accepted_by_the_cli(
+    container: str, init: bool, command: list[str]
+) -> None:
+    """Every flag a container passes exists on the real command, and the whole command line
+    parses (types converted, nothing unknown), so the manifests cannot drift from the CLI."""
+    argv = _expanded(_container(container, init=init))
+    cli, path, args = _cli_command(argv)
+    assert path == command
+    known = {opt for param in cli.params for opt in (*param.opts, *param.secondary_opts)}
+    flags = [a.split("=", 1)[0] for a in args if a.startswith("-")]
+    if container == "device-plugin":
+        assert "--http-listen" in flags
+    for flag in flags:
+        assert flag in known, f"`{' '.join(path)}` has no option {flag} (it has {sorted(known)})"
+    context = cli.make_context(" ".join(path), list(args))  # raises on anything it refuses
+    assert not context.args
+
+
+def test_manifest_flag_check_catches_drift() -> None:
+    cli, path, args = _cli_command(["gpucaas", "node", "device-plugin", "--no-such-flag", "x"])
+    with pytest.raises(Exception, match="No such option"):
+        cli.make_context(" ".join(path), args)

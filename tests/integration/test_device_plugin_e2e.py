@@ -16,6 +16,8 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import ModuleType
@@ -67,6 +69,10 @@ class Node:
         self.gpus = kubelet_gpus(
             discover(tree), parse_nvidia_smi_xml(NODE_TESTS / "data" / "nvidia-smi-hgx-h100.xml")
         )
+        self.dev = root / "dev"  # the VFIO group nodes, for the health check
+        for gpu in self.gpus:
+            (self.dev / "vfio").mkdir(parents=True, exist_ok=True)
+            (self.dev / "vfio" / str(gpu.iommu_group)).touch()
         self.pods: dict[tuple[str, str, str], list[str]] = {}
         self.plugins: list[DevicePlugin] = []
 
@@ -212,26 +218,54 @@ def test_the_health_check_is_still_bound_to_vfio_pci(node: Node) -> None:
     assert {g.bdf for g in node.gpus if not check(g)} == {"0000:9a:00.0", "0000:db:00.0"}
 
 
-def test_the_command_serves_until_sigterm(node: Node) -> None:
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _start_command(node: Node, port: int, **popen: Any) -> subprocess.Popen[str]:
+    """``gpucaas node device-plugin`` against the node, as a process of its own."""
     map_path = node.root / "module-map.json"
     save_module_map(parse_nvidia_smi_xml(NODE_TESTS / "data" / "nvidia-smi-hgx-h100.xml"), map_path)
     env = {**os.environ, "GPUCAAS_KUBELET_DIR": str(node.kubelet.root)}
     env["GPUCAAS_FABRIC"] = str(node.root / "fm.sock")
     env["GPUCAAS_MODULE_MAP"] = str(map_path)
-    process = subprocess.Popen(
+    env["GPUCAAS_HTTP_LISTEN"] = f"127.0.0.1:{port}"
+    return subprocess.Popen(
         [
             str(Path(sys.executable).parent / "gpucaas"),
             "node",
             "device-plugin",
             "--sysfs",
             str(node.root / "sys"),
+            "--dev-root",
+            str(node.dev),
+            "--health-interval",
+            "0.1",
         ],
         env=env,
-        stderr=subprocess.PIPE,
         text=True,
+        **popen,
     )
+
+
+def _healthz(port: int) -> int:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as reply:
+            return int(reply.status)
+    except urllib.error.HTTPError as exc:
+        return int(exc.code)
+    except OSError:
+        return 0
+
+
+def test_the_command_serves_until_sigterm(node: Node) -> None:
+    port = _free_port()
+    process = _start_command(node, port, stderr=subprocess.PIPE)
     try:
         node.kubelet.wait_for(lambda k: len(k.devices) == 8, timeout=15.0)
+        _poll(lambda: _healthz(port) == 200)
         assert node.kubelet.requests[0].resource_name == "nvidia.com/gpu"
         assert set(node.kubelet.health().values()) == {"Healthy"}
         node.pods[("tenant-a", "vm", "vm")] = ["4", "5", "6", "7"]
@@ -245,3 +279,55 @@ def test_the_command_serves_until_sigterm(node: Node) -> None:
     assert not (node.kubelet.plugin_dir / node.kubelet.requests[0].endpoint).exists()
     assert '"msg": "device plugin stopped"' in stderr
     assert node.fm.active_ids() == {2}  # the pod still runs: its partition stays active
+
+
+def test_kill_9_of_the_command_mid_way_leaks_no_partition(node: Node) -> None:
+    """Pods of 2, 2 and 4 GPUs against the real command; SIGKILL while the 4-GPU pod is
+    allocated but not started and after a 2-GPU pod ended; the next plugin re-registers,
+    adopts what live pods hold, deactivates the orphan, and serves the pending pod."""
+    port = _free_port()
+    first = _start_command(node, port, stderr=subprocess.DEVNULL)
+    second = None
+    try:
+        node.kubelet.wait_for(lambda k: len(k.requests) == 1 and len(k.devices) == 8, 15.0)
+        a = node.run_pod("a", 2)
+        b = node.run_pod("b", 2)
+        assert node.fm.active_ids() == node.held() == {3, 4}
+
+        # Pod c is allocated and listed, but the plugin dies before PreStartContainer.
+        taken = {d for ids in node.pods.values() for d in ids}
+        available = [g.device_id for g in node.gpus if g.device_id not in taken]
+        c = node.kubelet.preferred(available, [], 4)
+        node.kubelet.allocate(c)
+        node.pods[("tenant-a", "c", "vm")] = c
+        node.kubelet.set_pods(node.pods)
+        first.send_signal(signal.SIGKILL)
+        first.wait(timeout=10)
+        assert first.returncode == -signal.SIGKILL
+        node.end_pod("b")  # while no plugin runs: b's partition is now an orphan
+        assert node.fm.active_ids() == {3, 4}
+
+        second = _start_command(node, port, stderr=subprocess.DEVNULL)
+        node.kubelet.wait_for(lambda k: len(k.requests) == 2 and len(k.devices) == 8, 15.0)
+        assert node.kubelet.requests[1].endpoint == node.kubelet.requests[0].endpoint
+        _poll(lambda: _healthz(port) == 200, timeout=10.0)
+        assert node.fm.active_ids() == {3}  # a's adopted, b's orphan deactivated
+
+        node.kubelet.pre_start(c)  # the kubelet retries the pending container's start
+        assert node.fm.active_ids() == node.held() == {3, 2}
+        d = node.run_pod("d", 2)  # gets b's freed pair
+        assert _modules(node, d) == _modules(node, b) == [2, 4]
+        assert node.fm.active_ids() == node.held() == {2, 3, 4}
+
+        # No partition held twice: the live pods' GPU sets are disjoint, and the fabric's
+        # active set is exactly what they hold.
+        held_ids = [set(ids) for ids in node.pods.values()]
+        assert sum(len(ids) for ids in held_ids) == len(set().union(*held_ids)) == 8
+        assert _modules(node, a) == [1, 3]
+        _poll(lambda: node.daemon.controller.status().in_sync)
+        assert set(node.daemon.controller.status().desired) == {2, 3, 4}
+    finally:
+        for process in (first, second):
+            if process is not None and process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+                process.wait(timeout=15)

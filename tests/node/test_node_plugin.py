@@ -7,19 +7,25 @@ H100 board's 2-GPU partitions are modules {1,3}, {2,4}, {5,7}, {6,8}.
 
 from __future__ import annotations
 
+import json
 import tempfile
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import grpc
 import pytest
 from kubelet_fake import TestKubelet
+from prometheus_client.parser import text_string_to_metric_families
 
-from gpucaas.fabric import SimulatedFabric
+from gpucaas.cli.node_plugin import FabricFailures, NodeHealth
+from gpucaas.errors import InvalidRequest
+from gpucaas.fabric import FailedDevice, FailedDevices, SimulatedFabric
 from gpucaas.node import discover, kubelet_gpus, parse_nvidia_smi_xml
 from gpucaas.node._gpus import KubeletGpu
-from gpucaas.node._plugin import DevicePlugin, PluginState
+from gpucaas.node._plugin import DevicePlugin, HttpEndpoint, PluginState
 from gpucaas.topology import get_model
 
 MODEL = get_model("hgx-h100-8")
@@ -289,3 +295,180 @@ def _poll(condition: Callable[[], bool], timeout: float = 5.0) -> None:
     while not condition():
         assert time.monotonic() < deadline, "timed out"
         time.sleep(0.02)
+
+
+# --- /healthz and /metrics ----------------------------------------------------------------
+
+
+def _get(port: int, path: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as reply:
+            return reply.status, reply.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+
+
+def _metric(text: str, name: str, **labels: str) -> float:
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
+                return float(sample.value)
+    return 0.0
+
+
+def test_healthz_is_503_until_registered_and_metrics_count_the_calls(
+    gpus: tuple[KubeletGpu, ...], kubelet: TestKubelet, fabric: SimulatedFabric
+) -> None:
+    broken: set[str] = set()
+    plugin = DevicePlugin(
+        gpus,
+        MODEL,
+        fabric,
+        kubelet_dir=kubelet.root,
+        health=lambda gpu: gpu.device_id not in broken,
+        health_interval_s=0.1,
+        release_grace_s=60.0,
+    )
+    http = HttpEndpoint(plugin, "127.0.0.1:0")
+    http.start()
+    try:
+        status, body = _get(http.port, "/healthz")
+        assert status == 503
+        assert json.loads(body)["state"] == "new"
+        assert _get(http.port, "/metrics")[0] == 200
+        assert _get(http.port, "/nothing")[0] == 404
+
+        plugin.start()
+        status, body = _get(http.port, "/healthz")
+        assert status == 200
+        report = json.loads(body)
+        assert (report["ok"], report["state"], report["registered"]) == (True, "serving", True)
+
+        assert kubelet.preferred([str(i) for i in range(8)], [], 2) == ["0", "2"]
+        kubelet.allocate(["0", "2"])
+        with pytest.raises(grpc.RpcError):
+            kubelet.allocate(["0", "1"])
+        kubelet.pre_start(["0", "2"])
+        broken.add("3")
+        kubelet.wait_for(lambda k: k.health().get("3") == "Unhealthy")
+
+        _, text = _get(http.port, "/metrics")
+        calls = "gpucaas_device_plugin_calls_total"
+        assert _metric(text, calls, rpc="preferred", result="ok") == 1
+        assert _metric(text, calls, rpc="allocate", result="ok") == 1
+        assert _metric(text, calls, rpc="allocate", result="invalid_argument") == 1
+        assert _metric(text, calls, rpc="prestart", result="ok") == 1
+        ops = "gpucaas_device_plugin_fabric_operations_total"
+        assert _metric(text, ops, op="activate", result="ok") == 1
+        assert _metric(text, "gpucaas_device_plugin_registrations_total", result="ok") == 1
+        assert (
+            _metric(text, "gpucaas_device_plugin_health_transitions_total", health="Unhealthy") == 1
+        )
+        assert _metric(text, "gpucaas_device_plugin_devices_healthy") == 7
+        assert _metric(text, "gpucaas_device_plugin_rpc_seconds_count", rpc="allocate") == 2
+        assert _metric(text, "gpucaas_device_plugin_rpc_seconds_count", rpc="prestart") == 1
+
+        # A restarting kubelet: not ready until registered again.
+        kubelet.restart()
+        kubelet.wait_for(lambda k: len(k.requests) == 2, timeout=5.0)
+        _poll(lambda: _get(http.port, "/healthz")[0] == 200)
+
+        plugin.stop()
+        status, body = _get(http.port, "/healthz")
+        assert (status, json.loads(body)["state"]) == (503, "stopped")
+        assert _get(http.port, "/metrics")[0] == 200
+    finally:
+        plugin.stop()
+        http.stop()
+
+
+def test_http_endpoint_refuses_a_bad_address(
+    gpus: tuple[KubeletGpu, ...], fabric: SimulatedFabric
+) -> None:
+    plugin = DevicePlugin(gpus, MODEL, fabric, register=False)
+    with pytest.raises(InvalidRequest, match="cannot serve"):
+        HttpEndpoint(plugin, "127.0.0.1:notaport")
+
+
+# --- node health checks -------------------------------------------------------------------
+
+
+class _FailingFabric(SimulatedFabric):
+    """The simulated fabric, reporting the GPUs in ``failed`` (PCI bus ids) as failed."""
+
+    def __init__(self) -> None:
+        super().__init__(MODEL)
+        self.failed: list[str] = []
+
+    def failed_devices(self) -> FailedDevices:
+        return FailedDevices(gpus=tuple(FailedDevice("GPU-x", bdf, (1,)) for bdf in self.failed))
+
+
+@pytest.fixture
+def dev_root(tmp_path: Path, gpus: tuple[KubeletGpu, ...]) -> Path:
+    for gpu in gpus:
+        (tmp_path / "dev" / "vfio").mkdir(parents=True, exist_ok=True)
+        (tmp_path / "dev" / "vfio" / str(gpu.iommu_group)).touch()
+    return tmp_path / "dev"
+
+
+def test_node_health_checks_node_config_space_and_fabric(
+    hgx_sysfs: Path, gpus: tuple[KubeletGpu, ...], dev_root: Path
+) -> None:
+    fabric = _FailingFabric()
+    health = NodeHealth(hgx_sysfs, dev_root, FabricFailures(fabric, max_age_s=0.0))
+    assert [health.problem(g) for g in gpus] == [None] * 8
+    one, two, three = gpus[1], gpus[4], gpus[6]
+
+    (dev_root / "vfio" / str(one.iommu_group)).unlink()
+    assert "no device node" in (health.problem(one) or "")
+
+    config = hgx_sysfs / "bus" / "pci" / "devices" / str(two.bdf) / "config"
+    good = config.read_bytes()
+    config.write_bytes(b"\xff" * 256)  # fell off the bus
+    assert health.problem(two) == "config space reads vendor 0xffff"
+    config.write_bytes(good[:10])
+    assert "config space short" in (health.problem(two) or "")
+    config.write_bytes(good)
+
+    # Fabric Manager's form of the bus id: 8-digit domain, upper case.
+    domain, bus, rest = str(three.bdf).split(":")
+    fabric.failed = [f"0000{domain}:{bus.upper()}:{rest}"]
+    assert health.problem(three) == "reported failed by the fabric"
+    assert {g.device_id for g in gpus if not health(g)} == {one.device_id, three.device_id}
+
+
+def test_an_unhealthy_gpu_recovers_within_a_second(
+    hgx_sysfs: Path,
+    gpus: tuple[KubeletGpu, ...],
+    dev_root: Path,
+    kubelet: TestKubelet,
+    make_plugin: MakePlugin,
+) -> None:
+    fabric = _FailingFabric()
+    make_plugin(
+        health=NodeHealth(hgx_sysfs, dev_root, FabricFailures(fabric)), health_interval_s=0.5
+    )
+    kubelet.wait_for(lambda k: len(k.devices) == 8)
+    gpu = gpus[5]
+    node = dev_root / "vfio" / str(gpu.iommu_group)
+    config = hgx_sysfs / "bus" / "pci" / "devices" / str(gpu.bdf) / "config"
+    good = config.read_bytes()
+
+    def breaks_and_recovers(breaking: Callable[[], None], mending: Callable[[], None]) -> None:
+        breaking()
+        started = time.monotonic()
+        kubelet.wait_for(lambda k: k.health().get(gpu.device_id) == "Unhealthy", timeout=1.0)
+        assert time.monotonic() - started < 1.0
+        assert set(kubelet.health().values()) == {"Healthy", "Unhealthy"}
+        mending()
+        started = time.monotonic()
+        kubelet.wait_for(lambda k: k.health().get(gpu.device_id) == "Healthy", timeout=1.0)
+        assert time.monotonic() - started < 1.0
+        assert set(kubelet.health().values()) == {"Healthy"}
+
+    breaks_and_recovers(node.unlink, node.touch)
+    breaks_and_recovers(lambda: config.write_bytes(b"\xff" * 64), lambda: config.write_bytes(good))
+    breaks_and_recovers(
+        lambda: setattr(fabric, "failed", [str(gpu.bdf)]), lambda: setattr(fabric, "failed", [])
+    )

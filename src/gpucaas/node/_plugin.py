@@ -19,21 +19,30 @@ The plugin's lifecycle follows NVIDIA's k8s-device-plugin: :meth:`DevicePlugin.s
 gRPC on a fresh socket, dials itself, registers with the kubelet, then starts the health,
 release and kubelet-watch loops; :meth:`DevicePlugin.stop` is idempotent and removes the
 socket. Partitions stay active across a stop: the pods using them are still running.
+
+Observability: :class:`PluginMetrics` (a registry of its own: calls by result, fabric
+operations, health transitions, registrations, healthy devices, Allocate/PreStart latency)
+and :class:`HttpEndpoint` (``/healthz``: 200 once serving and registered, else 503;
+``/metrics``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import enum
+import json
 import logging
 import os
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent import futures
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, NoReturn
 
 import grpc
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 from gpucaas.errors import Conflict, GpucaasError, InvalidRequest, MisuseError, Unavailable
 from gpucaas.fabric import FabricManager, PartitionNotActive
@@ -108,6 +117,53 @@ class PartitionHeld(Conflict):
         )
 
 
+class PluginMetrics:
+    """Prometheus metrics of one device plugin, in a registry of its own."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.calls = Counter(
+            "gpucaas_device_plugin_calls_total",
+            "Device plugin RPCs (allocate, preferred, prestart) by result",
+            ["rpc", "result"],
+            registry=self.registry,
+        )
+        self.fabric_ops = Counter(
+            "gpucaas_device_plugin_fabric_operations_total",
+            "Partition activations and deactivations by result",
+            ["op", "result"],
+            registry=self.registry,
+        )
+        self.health_transitions = Counter(
+            "gpucaas_device_plugin_health_transitions_total",
+            "GPU health changes, by the state changed to",
+            ["health"],
+            registry=self.registry,
+        )
+        self.registrations = Counter(
+            "gpucaas_device_plugin_registrations_total",
+            "Registrations with the kubelet by result",
+            ["result"],
+            registry=self.registry,
+        )
+        self.healthy = Gauge(
+            "gpucaas_device_plugin_devices_healthy",
+            "GPUs announced Healthy to the kubelet",
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "gpucaas_device_plugin_rpc_seconds",
+            "Latency of Allocate and PreStartContainer",
+            ["rpc"],
+            buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+            registry=self.registry,
+        )
+
+    def text(self) -> bytes:
+        """The Prometheus text exposition of every metric."""
+        return bytes(generate_latest(self.registry))
+
+
 def socket_name(resource: str) -> str:
     """The plugin's socket file name for a resource: ``gpucaas-nvidia-com-gpu.sock``."""
     return f"gpucaas-{resource.replace('/', '-').replace('.', '-')}.sock"
@@ -178,6 +234,7 @@ class DevicePlugin(dp_grpc.DevicePluginServicer):
         release_grace_s: a partition activated this recently is not released even if no
             pod lists it yet.
         register: False skips registration with the kubelet (a test seam).
+        metrics: where to count; a fresh :class:`PluginMetrics` when None.
     """
 
     def __init__(
@@ -192,6 +249,7 @@ class DevicePlugin(dp_grpc.DevicePluginServicer):
         health_interval_s: float = 0.5,
         release_grace_s: float = 10.0,
         register: bool = True,
+        metrics: PluginMetrics | None = None,
     ) -> None:
         qualified_name(resource, "0")  # refuse a resource name that is no CDI kind, now
         self.gpus = tuple(gpus)
@@ -224,6 +282,11 @@ class DevicePlugin(dp_grpc.DevicePluginServicer):
         self._server: Any = None
         self._threads: list[threading.Thread] = []
         self._kubelet_identity: tuple[int, int] | None = None
+        self.metrics = metrics if metrics is not None else PluginMetrics()
+        self.metrics.healthy.set(len(self.gpus))
+        self.registered = False
+        """True while registered with the kubelet (False until the first registration, and
+        from a kubelet restart until the re-registration)."""
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -309,6 +372,25 @@ class DevicePlugin(dp_grpc.DevicePluginServicer):
                 "check the socket directory",
             ) from exc
 
+    def ready(self) -> bool:
+        """Serving, and registered with the kubelet (when registration is on)."""
+        return self.state is PluginState.SERVING and (self.registered or not self._register)
+
+    def status(self) -> dict[str, Any]:
+        """What /healthz reports."""
+        return {
+            "ok": self.ready(),
+            "state": self.state.value,
+            "registered": self.registered,
+            "resource": self.resource,
+            "socket": str(self.socket),
+            "healthy_devices": sorted((d for d, ok in self._healthy.items() if ok), key=_id_order),
+            "unhealthy_devices": sorted(
+                (d for d, ok in self._healthy.items() if not ok), key=_id_order
+            ),
+            "partitions": sorted(self._owned.copy()),  # copy: a fabric call may change it
+        }
+
     def register(self) -> None:
         """Register with the kubelet. Raises :class:`DevicePluginError`."""
         request = dp.RegisterRequest(
@@ -322,11 +404,14 @@ class DevicePlugin(dp_grpc.DevicePluginServicer):
                 stub = dp_grpc.RegistrationStub(channel)  # type: ignore[no-untyped-call]
                 stub.Register(request, timeout=_RPC_TIMEOUT_S)
         except grpc.RpcError as exc:
+            self.metrics.registrations.labels("error").inc()
             raise DevicePluginError(
                 f"registration with the kubelet at {self.kubelet_socket} failed",
                 f"{exc.code().name}: {exc.details()}",
                 "is the kubelet running and --kubelet-dir right?",
             ) from exc
+        self.metrics.registrations.labels("ok").inc()
+        self.registered = True
         log.info("registered with the kubelet", extra={"resource": self.resource})
 
     def _watch_kubelet(self) -> None:
@@ -336,7 +421,10 @@ class DevicePlugin(dp_grpc.DevicePluginServicer):
             identity = _identity(self.kubelet_socket)
             own_missing = not self.socket.exists()
             if identity is None or (identity == self._kubelet_identity and not own_missing):
+                if identity is None:
+                    self.registered = False  # the kubelet is gone (restarting)
                 continue
+            self.registered = False
             try:
                 with self._lifecycle:
                     if self._stop.is_set():
@@ -385,6 +473,7 @@ class DevicePlugin(dp_grpc.DevicePluginServicer):
                 log.exception("health check failed", extra={"device": gpu.device_id})
                 ok = False
             if ok != self._healthy[gpu.device_id]:
+                self.metrics.health_transitions.labels(HEALTHY if ok else UNHEALTHY).inc()
                 log.warning(
                     "GPU health changed",
                     extra={
@@ -397,6 +486,7 @@ class DevicePlugin(dp_grpc.DevicePluginServicer):
                 changed = True
             with self._changed:
                 self._healthy[gpu.device_id] = ok
+        self.metrics.healthy.set(sum(self._healthy.values()))
         if changed:
             with self._changed:
                 self._version += 1
@@ -453,7 +543,12 @@ class DevicePlugin(dp_grpc.DevicePluginServicer):
         try:
             self.fabric.deactivate(pid)
         except PartitionNotActive:
-            pass
+            self.metrics.fabric_ops.labels("deactivate", "not-active").inc()
+        except Exception:
+            self.metrics.fabric_ops.labels("deactivate", "error").inc()
+            raise
+        else:
+            self.metrics.fabric_ops.labels("deactivate", "ok").inc()
         self._owned.pop(pid, None)
         log.info("deactivated partition", extra={"partition": pid, "reason": why})
 
@@ -485,6 +580,38 @@ class DevicePlugin(dp_grpc.DevicePluginServicer):
             yield response
 
     def GetPreferredAllocation(self, request: Any, context: Any) -> Any:  # noqa: N802
+        with self._counted("preferred", context):
+            return self._get_preferred_allocation(request, context)
+
+    def Allocate(self, request: Any, context: Any) -> Any:  # noqa: N802
+        with self._counted("allocate", context), self._timed("allocate"):
+            return self._allocate(request, context)
+
+    def PreStartContainer(self, request: Any, context: Any) -> Any:  # noqa: N802
+        with self._counted("prestart", context), self._timed("prestart"):
+            return self._pre_start_container(request, context)
+
+    @contextlib.contextmanager
+    def _counted(self, rpc: str, context: Any) -> Iterator[None]:
+        result = "error"
+        try:
+            yield
+            result = "ok"
+        except Exception as exc:
+            result = getattr(exc, "gpucaas_result", "error")
+            raise
+        finally:
+            self.metrics.calls.labels(rpc, result).inc()
+
+    @contextlib.contextmanager
+    def _timed(self, rpc: str) -> Iterator[None]:
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.metrics.latency.labels(rpc).observe(time.perf_counter() - started)
+
+    def _get_preferred_allocation(self, request: Any, context: Any) -> Any:
         responses = []
         for container in request.container_requests:
             try:
@@ -500,7 +627,7 @@ class DevicePlugin(dp_grpc.DevicePluginServicer):
             )
         return dp.PreferredAllocationResponse(container_responses=responses)
 
-    def Allocate(self, request: Any, context: Any) -> Any:  # noqa: N802
+    def _allocate(self, request: Any, context: Any) -> Any:
         responses = []
         for container in request.container_requests:
             try:
@@ -510,7 +637,7 @@ class DevicePlugin(dp_grpc.DevicePluginServicer):
             responses.append(self._allocate_response(partition))
         return dp.AllocateResponse(container_responses=responses)
 
-    def PreStartContainer(self, request: Any, context: Any) -> Any:  # noqa: N802
+    def _pre_start_container(self, request: Any, context: Any) -> Any:
         try:
             self.activate(self.partition_of(request.devices_ids))
         except GpucaasError as exc:
@@ -608,7 +735,12 @@ class DevicePlugin(dp_grpc.DevicePluginServicer):
                         raise PartitionHeld(partition, self.model.partition(other))
                 for other in overlapping:
                     self._deactivate(other, f"overlaps partition {pid}, and no pod holds it")
-            self.fabric.activate(pid)  # PartitionInUse if another client raced us
+            try:
+                self.fabric.activate(pid)  # PartitionInUse if another client raced us
+            except Exception:
+                self.metrics.fabric_ops.labels("activate", "error").inc()
+                raise
+            self.metrics.fabric_ops.labels("activate", "ok").inc()
             self._owned[pid] = time.monotonic()
             log.info("activated partition", extra={"partition": pid})
 
@@ -678,5 +810,64 @@ def _abort(context: Any, exc: GpucaasError) -> NoReturn:
     else:
         code = grpc.StatusCode.UNAVAILABLE
     log.warning("request refused", extra={"code": code.name, "error": str(exc)})
-    context.abort(code, str(exc))
+    try:
+        context.abort(code, str(exc))
+    except Exception as aborted:
+        aborted.gpucaas_result = code.name.lower()  # type: ignore[attr-defined]
+        raise
     raise AssertionError("context.abort returned")  # pragma: no cover
+
+
+class HttpEndpoint:
+    """``/healthz`` and ``/metrics`` of a :class:`DevicePlugin` over HTTP.
+
+    ``/healthz``: 200 once the plugin serves and is registered with the kubelet, 503
+    otherwise, with a JSON body (:meth:`DevicePlugin.status`). ``/metrics``: the Prometheus
+    text, always 200. Binds in the constructor (raises :class:`InvalidRequest` for a bad
+    or busy address); :meth:`start` serves in a thread; :meth:`stop` is idempotent.
+    """
+
+    def __init__(self, plugin: DevicePlugin, listen: str) -> None:
+        self.plugin = plugin
+        host, _, port = listen.rpartition(":")
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802 - http.server's name
+                if self.path == "/metrics":
+                    body, ctype, status = plugin.metrics.text(), "text/plain; version=0.0.4", 200
+                elif self.path == "/healthz":
+                    report = plugin.status()
+                    body = json.dumps(report).encode()
+                    ctype, status = "application/json", 200 if report["ok"] else 503
+                else:
+                    body, ctype, status = b"not found\n", "text/plain", 404
+                self.send_response(status)
+                self.send_header("Content-Type", ctype)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        try:
+            self.server = ThreadingHTTPServer((host.strip("[]") or "127.0.0.1", int(port)), Handler)
+        except (OSError, ValueError) as exc:
+            raise InvalidRequest(f"cannot serve /metrics and /healthz on {listen}: {exc}") from exc
+        self.server.daemon_threads = True
+        self.port: int = self.server.server_address[1]
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._thread = threading.Thread(
+            target=self.server.serve_forever, name="device-plugin-http", daemon=True
+        )
+        self._thread.start()
+        log.info("serving /metrics and /healthz", extra={"port": self.port})
+
+    def stop(self) -> None:
+        if self._thread is not None:
+            self.server.shutdown()
+            self._thread.join(timeout=5)
+            self._thread = None
+        self.server.server_close()
