@@ -20,13 +20,14 @@ import time
 from collections.abc import Callable
 from concurrent import futures
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import grpc
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
+from gpucaas._http import health_server
 from gpucaas.errors import GpucaasError, InvalidRequest
 
 from ._controller import ControllerStatus, FabricController, Observer
@@ -314,42 +315,22 @@ def _reconcile_loop(
 
 
 def _http_server(listen: str, controller: FabricController) -> tuple[ThreadingHTTPServer, int]:
-    host, _, port = listen.rpartition(":")
     metrics = controller.observer
 
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802 - http.server's name
-            if self.path == "/metrics" and isinstance(metrics, Metrics):
-                body, ctype = generate_latest(metrics.registry), "text/plain; version=0.0.4"
-                status = 200
-            elif self.path == "/healthz":
-                s = controller.status()
-                ok = s.in_sync
-                body = json.dumps(
-                    {
-                        "ok": ok,
-                        "in_sync": s.in_sync,
-                        "desired": list(s.desired),
-                        "fabric_active": list(s.fabric_active or ()),
-                        "last_error": s.last_error,
-                    }
-                ).encode()
-                ctype, status = "application/json", 200 if ok else 503
-            else:
-                body, ctype, status = b"not found\n", "text/plain", 404
-            self.send_response(status)
-            self.send_header("Content-Type", ctype)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+    def health() -> dict[str, Any]:
+        s = controller.status()
+        return {
+            "ok": s.in_sync,
+            "in_sync": s.in_sync,
+            "desired": list(s.desired),
+            "fabric_active": list(s.fabric_active or ()),
+            "last_error": s.last_error,
+        }
 
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
+    def text() -> bytes | None:
+        return generate_latest(metrics.registry) if isinstance(metrics, Metrics) else None
 
-    try:
-        http = ThreadingHTTPServer((host or "127.0.0.1", int(port)), Handler)
-    except (OSError, ValueError) as exc:
-        raise InvalidRequest(f"cannot serve metrics on {listen}: {exc}") from exc
+    http = health_server(listen, health=health, metrics=text)
     return http, http.server_address[1]
 
 

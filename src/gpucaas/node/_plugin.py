@@ -30,20 +30,19 @@ from __future__ import annotations
 
 import contextlib
 import enum
-import json
 import logging
 import os
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent import futures
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, NoReturn
 
 import grpc
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
+from gpucaas._http import health_server
 from gpucaas.errors import Conflict, GpucaasError, InvalidRequest, MisuseError, Unavailable
 from gpucaas.fabric import FabricManager, PartitionNotActive
 from gpucaas.topology import (
@@ -829,32 +828,9 @@ class HttpEndpoint:
 
     def __init__(self, plugin: DevicePlugin, listen: str) -> None:
         self.plugin = plugin
-        host, _, port = listen.rpartition(":")
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 - http.server's name
-                if self.path == "/metrics":
-                    body, ctype, status = plugin.metrics.text(), "text/plain; version=0.0.4", 200
-                elif self.path == "/healthz":
-                    report = plugin.status()
-                    body = json.dumps(report).encode()
-                    ctype, status = "application/json", 200 if report["ok"] else 503
-                else:
-                    body, ctype, status = b"not found\n", "text/plain", 404
-                self.send_response(status)
-                self.send_header("Content-Type", ctype)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-        try:
-            self.server = ThreadingHTTPServer((host.strip("[]") or "127.0.0.1", int(port)), Handler)
-        except (OSError, ValueError) as exc:
-            raise InvalidRequest(f"cannot serve /metrics and /healthz on {listen}: {exc}") from exc
-        self.server.daemon_threads = True
+        self.server = health_server(
+            listen, health=plugin.status, metrics=plugin.metrics.text, what="/metrics and /healthz"
+        )
         self.port: int = self.server.server_address[1]
         self._thread: threading.Thread | None = None
 
