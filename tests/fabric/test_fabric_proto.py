@@ -13,7 +13,10 @@ GENERATED = ("fabric_pb2.py", "fabric_pb2.pyi", "fabric_pb2_grpc.py")
 
 
 def test_generated_code_matches_the_proto(tmp_path: Path) -> None:
-    protoc = pytest.importorskip("grpc_tools.protoc", reason="grpcio-tools is a dev dependency")
+    protoc = pytest.importorskip(
+        "grpc_tools.protoc",
+        reason="grpcio-tools is missing: install the dev extras (pip install -e '.[dev]')",
+    )
     (tmp_path / PROTO).parent.mkdir(parents=True)
     shutil.copy(SRC / PROTO, tmp_path / PROTO)
     code = protoc.main(

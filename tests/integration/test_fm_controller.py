@@ -47,7 +47,9 @@ _T = TypeVar("_T")
 def script(name: str) -> str:
     path = BIN / name
     if not path.exists():
-        pytest.skip(f"the {name} console script is not installed beside {sys.executable}")
+        pytest.skip(
+            f"the {name} console script is not installed beside {sys.executable}; run `make test`"
+        )
     return str(path)
 
 

@@ -35,7 +35,10 @@ PROTOS = ("deviceplugin_v1beta1", "podresources_v1")
 
 @pytest.mark.parametrize("stem", PROTOS)
 def test_generated_code_matches_the_proto(tmp_path: Path, stem: str) -> None:
-    protoc = pytest.importorskip("grpc_tools.protoc", reason="grpcio-tools is a dev dependency")
+    protoc = pytest.importorskip(
+        "grpc_tools.protoc",
+        reason="grpcio-tools is missing: install the dev extras (pip install -e '.[dev]')",
+    )
     proto = f"{PROTO_DIR}/{stem}.proto"
     (tmp_path / proto).parent.mkdir(parents=True)
     shutil.copy(SRC / proto, tmp_path / proto)

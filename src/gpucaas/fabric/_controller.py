@@ -29,7 +29,7 @@ from gpucaas.topology import BoardModel
 
 from ._api import FabricManager
 from ._errors import FabricManagerError, FabricManagerNotReady
-from ._sim import FabricStateError, write_atomically
+from ._sim import FabricStateError, partition_set, write_atomically
 from ._types import FailedDevices, PartitionInfo
 
 log = logging.getLogger("gpucaas.fm-controller")
@@ -268,19 +268,7 @@ class FabricController:
             raise FabricStateError(
                 path, f"it is for board model {data.get('model')!r}, not {self.model.name!r}"
             )
-        desired = data.get("desired")
-        if not isinstance(desired, list) or not all(isinstance(d, int) for d in desired):
-            raise FabricStateError(path, "'desired' must be a list of partition ids")
-        used = 0
-        for pid in desired:
-            try:
-                mask = self.model.partition(pid).mask
-            except Exception:
-                raise FabricStateError(path, f"partition {pid} is not in the table") from None
-            if used & mask:
-                raise FabricStateError(path, f"desired partitions overlap at {pid}")
-            used |= mask
-        self._desired = set(desired)
+        self._desired = partition_set(self.model, data.get("desired"), path, "desired")
         pending = data.get("pending")
         if pending is None:
             return None

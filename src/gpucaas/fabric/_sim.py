@@ -272,19 +272,7 @@ class SimulatedFabric:
             raise FabricStateError(
                 path, f"it is for board model {data.get('model')!r}, not {self.model.name!r}"
             )
-        active = data.get("active")
-        if not isinstance(active, list) or not all(isinstance(a, int) for a in active):
-            raise FabricStateError(path, "'active' must be a list of partition ids")
-        used = 0
-        for pid in active:
-            try:
-                mask = self.model.partition(pid).mask
-            except InvalidRequest:
-                raise FabricStateError(path, f"partition {pid} is not in the table") from None
-            if used & mask:
-                raise FabricStateError(path, f"active partitions overlap at partition {pid}")
-            used |= mask
-        self._active = set(active)
+        self._active = partition_set(self.model, data.get("active"), path, "active")
         self._aborted = bool(data.get("aborted", False))
         if not data.get("awaiting_replay"):
             self._awaiting_replay_since = None
@@ -302,6 +290,25 @@ class SimulatedFabric:
             "aborted": self._aborted,
         }
         write_atomically(self._state_file, json.dumps(document, indent=2) + "\n")
+
+
+def partition_set(model: BoardModel, value: object, path: Path, key: str) -> set[int]:
+    """``value`` as a set of non-overlapping partition ids of ``model``, or a
+    :class:`FabricStateError` naming ``path`` and what is wrong with ``key``."""
+    if not isinstance(value, list) or not all(
+        isinstance(v, int) and not isinstance(v, bool) for v in value
+    ):
+        raise FabricStateError(path, f"'{key}' must be a list of partition ids")
+    used = 0
+    for pid in value:
+        try:
+            mask = model.partition(pid).mask
+        except InvalidRequest:
+            raise FabricStateError(path, f"partition {pid} is not in the table") from None
+        if used & mask:
+            raise FabricStateError(path, f"{key} partitions overlap at {pid}")
+        used |= mask
+    return set(value)
 
 
 def write_atomically(path: Path, text: str) -> None:
