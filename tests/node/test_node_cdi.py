@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import importlib.util
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -32,7 +31,6 @@ from gpucaas.node import (
 )
 from gpucaas.node import validate_cdi_spec as validate
 
-HAVE_YAML = importlib.util.find_spec("yaml") is not None
 EIGHT_GPUS = [(str(i), [str(63 + i)]) for i in range(8)]
 
 
@@ -525,18 +523,7 @@ def test_top_level_not_an_object(tmp_path: Path) -> None:
     assert violation.code == ViolationCode.PARSE_ERROR
 
 
-@pytest.mark.skipif(HAVE_YAML, reason="PyYAML is installed, so YAML specs are checked")
-def test_yaml_without_pyyaml_is_reported_as_unchecked(tmp_path: Path) -> None:
-    path = tmp_path / "spec.yaml"
-    path.write_text("cdiVersion: 0.5.0\n")
-    (violation,) = validate(path)
-    assert violation.code == ViolationCode.YAML_UNSUPPORTED
-    assert not violation.is_error
-    assert "only JSON" in violation.message
-
-
-@pytest.mark.skipif(not HAVE_YAML, reason="PyYAML is not installed; YAML specs are not parsed")
-def test_yaml_spec_is_checked(tmp_path: Path) -> None:  # pragma: no cover - needs PyYAML
+def test_yaml_spec_is_checked(tmp_path: Path) -> None:
     path = tmp_path / "spec.yaml"
     path.write_text(json.dumps(_mutate(lambda r: r.update(kind="gpu"))))  # JSON is YAML
     assert [v.code for v in validate(path)] == [ViolationCode.INVALID_KIND]

@@ -34,6 +34,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final, Literal
 
+import yaml
+
 from gpucaas.errors import InvalidRequest
 from gpucaas.fabric import write_atomically
 
@@ -126,7 +128,6 @@ class ViolationCode(enum.StrEnum):
     """What a :class:`Violation` is about. The value is stable and printed to users."""
 
     PARSE_ERROR = "parse-error"  # not JSON/YAML, or not an object at the top
-    YAML_UNSUPPORTED = "yaml-unsupported"  # a YAML spec, but PyYAML is not installed
     UNKNOWN_FIELD = "unknown-field"  # the reference parser (UnmarshalStrict) rejects it
     MISSING_FIELD = "missing-field"
     WRONG_TYPE = "wrong-type"
@@ -157,7 +158,7 @@ class Violation:
     location: str
     message: str
     #: ``"warning"`` for problems that do not make this spec unusable (an unreadable
-    #: neighbour, a YAML file that could not be checked); everything else is an error.
+    #: neighbour spec file); everything else is an error.
     severity: Literal["error", "warning"] = "error"
     #: The file the violation was found in, when it came from a file.
     source: str | None = None
@@ -1088,14 +1089,6 @@ def _check_spec(spec: CdiSpec, out: list[Violation]) -> None:
         _check_edits(device.edits, f"{loc}.containerEdits", out)
 
 
-def _yaml_module() -> Any | None:
-    try:
-        import yaml  # type: ignore[import-untyped, import-not-found, unused-ignore]
-    except ImportError:
-        return None
-    return yaml
-
-
 def _load_document(path: Path) -> tuple[object, Violation | None]:
     """Decode a spec file. Returns (document, None) or (None, the reason it failed)."""
     try:
@@ -1114,16 +1107,6 @@ def _load_document(path: Path) -> tuple[object, Violation | None]:
                 f"not valid JSON ({exc.msg}); fix the syntax",
                 source=str(path),
             )
-    yaml = _yaml_module()
-    if yaml is None:
-        return None, Violation(
-            ViolationCode.YAML_UNSUPPORTED,
-            "(file)",
-            "this is a YAML spec and PyYAML is not installed, so only JSON specs are "
-            "checked; install PyYAML to check it",
-            severity="warning",
-            source=str(path),
-        )
     try:
         return yaml.safe_load(text), None
     except yaml.YAMLError as exc:
@@ -1225,9 +1208,8 @@ def validate(spec_or_path: CdiSpec | Path, *, spec_dir: Path | None = None) -> l
     :func:`minimum_version`, and fields the stated version lacks. With ``spec_dir``, also
     that no other ``*.json``/``*.yaml`` file there defines one of the same qualified devices.
 
-    YAML files are read when PyYAML is importable; otherwise a ``yaml-unsupported`` warning
-    says that only JSON was checked. Warnings (``Violation.is_error`` false) do not make the
-    spec unusable.
+    YAML files are read too (other tools, e.g. nvidia-ctk, write YAML specs). Warnings
+    (``Violation.is_error`` false) do not make the spec unusable.
     """
     out: list[Violation]
     exclude: Path | None = None
