@@ -526,3 +526,22 @@ def test_load_refuses_a_corrupt_file_and_keeps_it(
     assert "capture-map" in str(info.value)
     assert path.read_text() == content
     assert path.stat().st_mtime_ns == before.st_mtime_ns
+
+
+# --- a real capture ------------------------------------------------------------------------
+
+CAPTURED_H200 = DATA / "captured-h200-r580" / "nvidia-smi-q-x.xml"
+
+
+def test_real_h200_r580_capture_parses_with_module_id_from_platform_info() -> None:
+    # Unedited `nvidia-smi -q -x` from one H200 (driver 580.159.04, see that folder's README).
+    m = parse_nvidia_smi_xml(CAPTURED_H200)
+
+    assert [(e.module_id, e.bdf, e.product) for e in m.entries] == [
+        (1, "0000:00:06.0", "NVIDIA H200")
+    ]
+    assert m.entries[0].uuid == "GPU-2cd8f179-6cc0-2723-126d-7380f2824cd5"
+    assert m.driver_version == "580.159.04"
+    # One GPU is not an HGX board: validating against what an 8-GPU node must have says so.
+    problems = validate(m, ["0000:00:06.0"])
+    assert problems and any("8" in p for p in problems)
