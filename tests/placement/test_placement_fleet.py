@@ -646,3 +646,42 @@ def test_a_hold_never_lands_on_a_board_another_tenant_claimed_meanwhile() -> Non
     f.release(ex)
     assert placed(f.place(req("pair", 2, tenant="t1"))).node == "node-0"
     assert f.board("node-0").reserved == 0
+
+
+# --- adopt: rebuilding a fleet after a restart ---------------------------------------------
+
+
+def test_adopt_records_an_earlier_placement_and_blocks_its_gpus() -> None:
+    fleet = Fleet("best-fit")
+    fleet.add_node("b0", H100)
+    p = fleet.adopt(Request("c1", 2, tenant="t"), "b0", mask_of([1, 3]))
+    assert p.node == "b0" and p.module_ids == (1, 3) and p.tenant == "t"
+    assert p.partition_id == H100.partition_for([1, 3]).id
+    assert fleet.allocated_gpus == 2
+    # Best-fit now places next to it, never on it.
+    q = fleet.place(Request("c2", 2))
+    assert isinstance(q, Placement) and not q.mask & p.mask
+    assert fleet.release(p)
+
+
+def test_adopt_refuses_a_double_allocation() -> None:
+    fleet = Fleet("best-fit")
+    fleet.add_node("b0", H100)
+    fleet.adopt(Request("c1", 2), "b0", mask_of([1, 3]))
+    with pytest.raises(MisuseError, match="held by c1"):
+        fleet.adopt(Request("c2", 4), "b0", mask_of([1, 2, 3, 4]))
+    with pytest.raises(MisuseError, match="already placed"):
+        fleet.adopt(Request("c1", 2), "b0", mask_of([5, 7]))
+    with pytest.raises(UnknownNode):
+        fleet.adopt(Request("c3", 2), "nope", mask_of([5, 7]))
+
+
+def test_adopt_keeps_cordons_and_health_of_the_adopted_gpus() -> None:
+    fleet = Fleet("best-fit")
+    fleet.add_node("b0", H100)
+    fleet.cordon_gpu("b0", 1)
+    fleet.set_gpu_health("b0", 3, False)
+    p = fleet.adopt(Request("c1", 2), "b0", mask_of([1, 3]))
+    fleet.release(p)
+    board = fleet.board("b0")
+    assert board.cordoned_gpus == mask_of([1]) and board.unhealthy == mask_of([3])

@@ -12,6 +12,7 @@ from . import node as _node
 from . import sim as _sim
 from . import topology as _topology
 from . import trace as _trace
+from . import up as _up
 
 app = typer.Typer(
     name="gpucaas",
@@ -25,6 +26,7 @@ app.add_typer(_trace.app, name="trace")
 app.add_typer(_fabric.app, name="fabric")
 app.add_typer(_node.app, name="node")
 app.command("sim")(_sim.sim)
+app.command("up")(_up.up)
 
 
 def _version(value: bool) -> None:

@@ -286,6 +286,37 @@ class Fleet:
         mask, partition_id = choice
         return self._commit(best, request, mask, partition_id)
 
+    def adopt(self, request: Request, node: str, mask: GpuMask) -> Placement:
+        """Record a placement decided earlier (rebuilding the fleet after a restart).
+
+        Unlike :meth:`place`, GPUs that went unhealthy or were cordoned since may be adopted:
+        the workload already runs there. Raises :class:`UnknownNode`, and
+        :class:`MisuseError` when the request is already placed or the GPUs are held by
+        another placement (a double allocation the caller must not create).
+        """
+        board = self._board(node)
+        if request.id in self._placed:
+            raise MisuseError(f"request {request.id!r} is already placed; release it first")
+        if not mask or mask & ~((1 << board.model.gpu_count) - 1):
+            raise MisuseError(f"GPU mask {mask:#x} does not fit {board.name} ({board.model.name})")
+        if mask & board.used:
+            holders = sorted(str(p.request_id) for p in board.placements.values() if p.mask & mask)
+            raise MisuseError(
+                f"GPUs {mask:#x} on {board.name} are held by {', '.join(holders)}; "
+                "refusing a double allocation"
+            )
+        if mask & board.reserved:
+            raise MisuseError(f"GPUs {mask:#x} on {board.name} are held for a queued request")
+        partition = board.model.partition_for_mask(mask)
+        unhealthy, cordoned = board.unhealthy, board.cordoned_gpus
+        board.unhealthy &= ~mask
+        board.cordoned_gpus &= ~mask
+        try:
+            return self._commit(board, request, mask, partition.id if partition else None)
+        finally:
+            board.unhealthy, board.cordoned_gpus = unhealthy, cordoned
+            self._update(board)
+
     def release(self, placement: Placement) -> bool:
         """Free a placement's GPUs. Idempotent: False when it was not (or no longer) placed."""
         rid = placement.request_id

@@ -1,0 +1,58 @@
+"""``gpucaas up``: the whole system on this machine (API, store, scheduler, local fleet)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from gpucaas.control import EXECUTORS, UpConfig, serve
+
+from ._common import user_errors
+
+
+def up(
+    state_dir: Annotated[
+        Path, typer.Option(help="Where the store, logs and fabric state live.")
+    ] = Path(".gpucaas"),
+    listen: Annotated[str, typer.Option(help="HOST:PORT for the API and dashboard.")] = (
+        "127.0.0.1:8080"
+    ),
+    nodes: Annotated[int, typer.Option(help="Simulated HGX boards in the fleet.")] = 100,
+    board: Annotated[str, typer.Option(help="Board model of every board.")] = "hgx-h100-8",
+    executor: Annotated[
+        str,
+        typer.Option(
+            help=f"What runs containers: {', '.join(EXECUTORS)}. auto takes podman or docker "
+            "when their engine answers, else process (host processes, NO isolation)."
+        ),
+    ] = "auto",
+    store: Annotated[
+        str | None,
+        typer.Option(
+            help="Store URL (default: SQLite in the state dir). postgresql+psycopg://… for "
+            "several replicas."
+        ),
+    ] = None,
+    policy: Annotated[str, typer.Option(help="Placement policy.")] = "best-fit",
+) -> None:
+    """Start API + store + scheduler + a local fleet of simulated HGX boards in one process.
+
+    On first start it creates an admin token and a tenant 'demo', prints both once and
+    writes them to STATE_DIR/credentials.json (mode 0600).
+
+    Example: gpucaas up --state-dir /tmp/gpucaas --nodes 10 --executor process
+    """
+    with user_errors():
+        serve(
+            UpConfig(
+                state_dir=state_dir,
+                listen=listen,
+                nodes=nodes,
+                board=board,
+                executor=executor,
+                store_url=store,
+                policy=policy,
+            )
+        )

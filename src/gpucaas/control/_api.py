@@ -1,0 +1,108 @@
+"""The seam between the scheduler loop and what runs containers: :class:`Backend`.
+
+Implementations: :class:`LocalBackend` (the embedded default: simulated HGX boards with their
+fabric, containers run by podman/docker or as host processes) and, in production, the
+Kubernetes backend (pods bound to nodes).
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from ._models import NfsMount
+
+
+@dataclass(frozen=True, slots=True)
+class BoardInfo:
+    """One board the backend offers: name, model, labels, GPUs it reports unhealthy."""
+
+    name: str
+    model: str
+    labels: Mapping[str, str] = field(default_factory=dict)
+    unhealthy: tuple[int, ...] = ()
+    cordoned: bool = False
+    """Cordoned by the backend itself (e.g. a Kubernetes node marked unschedulable)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Workload:
+    """What the backend runs for one container, and where."""
+
+    container_id: str
+    tenant: str
+    image: str
+    command: tuple[str, ...]
+    args: tuple[str, ...]
+    env: Mapping[str, str]
+    nfs: tuple[NfsMount, ...]
+    labels: Mapping[str, str]
+    max_runtime_s: int | None
+    gpus: int
+    board: str | None = None
+    partition_id: int | None = None
+    module_ids: tuple[int, ...] = ()
+
+
+class Phase(enum.Enum):
+    """Where a workload is, as its backend sees it."""
+
+    ABSENT = "absent"
+    """The backend never heard of it (not started yet)."""
+    STARTING = "starting"
+    """Created, not running yet."""
+    RUNNING = "running"
+    EXITED = "exited"
+    """Ended; ``exit_code`` and ``reason`` say how."""
+    LOST = "lost"
+    """It existed and is gone without an exit status."""
+
+
+@dataclass(frozen=True, slots=True)
+class WorkloadStatus:
+    phase: Phase
+    exit_code: int | None = None
+    reason: str = ""
+    """For EXITED: exited, stopped, deadline or spawn-failed; for LOST: what was seen."""
+    message: str = ""
+    started_at: float | None = None
+    finished_at: float | None = None
+
+
+class Backend(Protocol):
+    """Runs workloads on boards. Every method is idempotent; the scheduler loop calls
+    them from one thread, and ``check``/``logs`` from API threads."""
+
+    name: str
+
+    def boards(self) -> Sequence[BoardInfo]:
+        """The boards this backend offers now."""
+        ...
+
+    def check(self, workload: Workload) -> None:
+        """Refuse (an ``InvalidRequest``) what this backend can never run, at submit time."""
+        ...
+
+    def start(self, workload: Workload) -> None:
+        """Create the workload on its board and partition (no-op if it exists)."""
+        ...
+
+    def status(self, workload: Workload) -> WorkloadStatus: ...
+
+    def stop(self, workload: Workload, grace_s: float) -> None:
+        """Ask it to end: SIGTERM, then SIGKILL after ``grace_s``. No-op once ended."""
+        ...
+
+    def release(self, workload: Workload) -> None:
+        """After it ended: give back its partition and resources. No-op when done."""
+        ...
+
+    def sync(self, workloads: Sequence[Workload]) -> None:
+        """At start: release whatever the backend holds that is not in ``workloads``."""
+        ...
+
+    def logs(self, workload: Workload, *, follow: bool) -> Iterator[bytes]:
+        """The workload's output; with ``follow``, until it ends."""
+        ...

@@ -1,0 +1,651 @@
+"""Executors: how the local backend really runs a container on this machine.
+
+Every container runs under a shim (:mod:`gpucaas.control._shim`), a small supervisor that
+outlives the control plane: after a crash, a new :class:`Executor` reads a container's
+:meth:`~Executor.status` from the files in its directory, so running containers are
+re-adopted and ended ones report how they ended.
+
+- :class:`ProcessExecutor` runs the command as a host process: no isolation, development only.
+- :class:`EngineExecutor` runs it with ``podman run`` or ``docker run``.
+
+The shim is started as a script, ``python -I .../_shim.py --detach ...`` (see
+:data:`SHIM_SCRIPT`), with ``--detach``: it forks, and the process the executor started exits
+as soon as the shim has written ``shim.pid``. The executor waits for that process (so it
+leaves no zombie and no ResourceWarning, and :meth:`~Executor.start` returns with the shim
+up); the shim itself is reparented, so nobody in the control plane has to reap it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import enum
+import json
+import math
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from gpucaas.errors import Conflict, InvalidRequest, Unavailable
+
+from . import _shim
+from ._shim import (
+    DEFAULT_GRACE_S,
+    EXIT,
+    GRACE_PLACEHOLDER,
+    SHIM_LOG,
+    SHIM_PID,
+    STARTED,
+    STOP_REQUEST,
+    now_iso,
+    proc_start_time,
+    write_atomically,
+)
+
+PROCESS_BANNER = (
+    "gpucaas: process executor: the command runs as a host process with no isolation "
+    "(development only)"
+)
+"""The first line of a process-executor container's log."""
+
+SHIM_START_TIMEOUT_S = 30.0
+"""How long :meth:`Executor.start` waits for the shim to write shim.pid."""
+STOP_MARGIN_S = 5.0
+"""How long :meth:`Executor.stop` waits for exit.json beyond the grace period."""
+_POLL_S = 0.02
+
+_CONTAINER_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
+_ENV_NAME = re.compile(r"[^=\x00]+")
+SHIM_SCRIPT = Path(_shim.__file__)
+"""The shim, run as a script with ``python -I``: it needs only the standard library, so it
+imports nothing of gpucaas (whatever ``gpucaas.control`` imports) and ignores the PYTHON*
+variables of the environment it passes on to the workload."""
+
+
+class ExecutorRefused(InvalidRequest):
+    """This executor cannot run the request as given; the message says which field and why."""
+
+    def __init__(
+        self, executor: str, container_id: str, field: str, value: object, reason: str
+    ) -> None:
+        super().__init__(executor, container_id, field, value, reason)
+        self.executor = executor
+        self.container_id = container_id
+        self.field = field
+        self.value = value
+        self.reason = reason
+
+    def __str__(self) -> str:
+        return (
+            f"the {self.executor} executor cannot run container {self.container_id!r}: "
+            f"{self.field}={self.value!r}: {self.reason}"
+        )
+
+
+class AlreadyRunning(Conflict):
+    """A container was started in a directory whose shim is still running it."""
+
+    def __init__(self, container_id: str, directory: Path) -> None:
+        super().__init__(container_id, str(directory))
+        self.container_id = container_id
+        self.directory = directory
+
+    def __str__(self) -> str:
+        return (
+            f"container {self.container_id!r} is already running in {self.directory}: "
+            "stop it first, or start the new one in another directory"
+        )
+
+
+class EngineNotFound(Unavailable):
+    """The container engine's command is not on PATH."""
+
+    def __init__(self, engine: str, path: str) -> None:
+        super().__init__(engine, path)
+        self.engine = engine
+        self.path = path
+
+    def __str__(self) -> str:
+        return (
+            f"{self.engine} not found on PATH; install it or start with --executor process "
+            f"(PATH was {self.path!r})"
+        )
+
+
+class ShimStartFailed(Unavailable):
+    """The shim did not come up; its own log says why."""
+
+    def __init__(self, container_id: str, directory: Path, detail: str) -> None:
+        super().__init__(container_id, str(directory), detail)
+        self.container_id = container_id
+        self.directory = directory
+        self.detail = detail
+
+    def __str__(self) -> str:
+        return (
+            f"the shim of container {self.container_id!r} did not start: {self.detail}; "
+            f"see {self.directory / SHIM_LOG}"
+        )
+
+
+class EngineCommandFailed(Unavailable):
+    """A container engine command failed (other than for a container already gone)."""
+
+    def __init__(self, argv: Sequence[str], returncode: int, stderr: str) -> None:
+        super().__init__(list(argv), returncode, stderr)
+        self.argv = tuple(argv)
+        self.returncode = returncode
+        self.stderr = stderr
+
+    def __str__(self) -> str:
+        return (
+            f"{' '.join(self.argv)} failed with code {self.returncode}: "
+            f"{self.stderr.strip() or '(no output)'}; check the engine, then retry"
+        )
+
+
+@dataclass(frozen=True)
+class NfsMount:
+    """An NFS export mounted into the container (needs a container engine)."""
+
+    server: str
+    path: str
+    mount_path: str
+    read_only: bool = False
+
+
+@dataclass(frozen=True)
+class Launch:
+    """What to run for one container, and where its files live.
+
+    ``gpu_env`` (the workload's board, GPU module IDs and partition) is merged over ``env``.
+    """
+
+    container_id: str
+    image: str
+    command: tuple[str, ...]
+    args: tuple[str, ...]
+    env: Mapping[str, str]
+    directory: Path
+    max_runtime_s: int | None = None
+    nfs: tuple[NfsMount, ...] = ()
+    gpu_env: Mapping[str, str] = field(default_factory=dict)
+
+    def workload_env(self) -> dict[str, str]:
+        """``env`` with ``gpu_env`` over it."""
+        return {**self.env, **self.gpu_env}
+
+
+class ExecState(enum.Enum):
+    """Where a container stands, as far as its shim's files tell."""
+
+    RUNNING = "running"
+    EXITED = "exited"
+    LOST = "lost"
+
+
+@dataclass(frozen=True)
+class ExecStatus:
+    """A container's state; ``reason`` is exited|stopped|deadline|spawn-failed, or why lost."""
+
+    state: ExecState
+    exit_code: int | None
+    reason: str
+    message: str
+    started_at: str | None
+    finished_at: str | None
+    signal: int | None = None
+
+
+class Executor(Protocol):
+    """Runs containers under a shim and reports on them from the shim's files."""
+
+    name: str
+
+    def check(self, launch: Launch) -> None:
+        """Raise :class:`ExecutorRefused` if this executor cannot run ``launch``."""
+        ...
+
+    def start(self, launch: Launch) -> None:
+        """Start ``launch`` under a shim; returns once the shim is up."""
+        ...
+
+    def stop(self, container_id: str, directory: Path, grace_s: float = DEFAULT_GRACE_S) -> None:
+        """Stop the container (SIGTERM, SIGKILL after ``grace_s``); no-op once it ended."""
+        ...
+
+    def status(self, container_id: str, directory: Path) -> ExecStatus:
+        """The container's state, read from its directory (works after a restart)."""
+        ...
+
+
+class _Corrupt(Exception):
+    """A state file that cannot be read; ``str()`` names it and says what is wrong."""
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    """The JSON object in ``path``; None if it does not exist; :class:`_Corrupt` if bad."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return None
+    except OSError as err:
+        raise _Corrupt(f"{path} cannot be read: {err}") from err
+    try:
+        data = json.loads(text)
+    except ValueError as err:
+        raise _Corrupt(f"{path} is not valid JSON ({err})") from err
+    if not isinstance(data, dict):
+        raise _Corrupt(f"{path} holds {type(data).__name__}, not a JSON object")
+    return data
+
+
+def _get(data: dict[str, Any], key: str, kind: type, path: Path) -> Any:
+    """``data[key]`` if it is a ``kind`` (None if absent); :class:`_Corrupt` otherwise."""
+    value = data.get(key)
+    if value is not None and (isinstance(value, bool) or not isinstance(value, kind)):
+        raise _Corrupt(f"{path} has {key}={value!r}, which is not a {kind.__name__}")
+    return value
+
+
+def _lost(reason: str, message: str) -> ExecStatus:
+    return ExecStatus(ExecState.LOST, None, reason, message, None, None)
+
+
+def _alive(pid: object, start_time: object) -> bool:
+    """Whether process ``pid`` is the one that started at ``start_time`` (not a reused pid)."""
+    if not isinstance(pid, int) or not isinstance(start_time, int) or pid <= 0:
+        return False
+    return proc_start_time(pid) == start_time
+
+
+class _ShimExecutor:
+    """What both executors share: starting the shim, reading its files, stopping it."""
+
+    name: str = "shim"
+
+    def __init__(self, *, grace_s: float = DEFAULT_GRACE_S) -> None:
+        self.grace_s = grace_s
+
+    # -- to be provided by each executor ---------------------------------------------------
+
+    def _workload(self, launch: Launch) -> list[str]:
+        raise NotImplementedError
+
+    def _shim_env(self, launch: Launch) -> dict[str, str]:
+        raise NotImplementedError
+
+    def _banner(self, launch: Launch) -> str | None:
+        return None
+
+    def _stop_cmd(self, launch: Launch) -> list[str] | None:
+        return None
+
+    def _after_signal(
+        self, container_id: str, directory: Path, grace_s: float, shim_alive: bool
+    ) -> None:
+        """Called by :meth:`stop` after signalling the shim (``shim_alive``) or finding it gone."""
+
+    # -- shared ----------------------------------------------------------------------------
+
+    def _refuse(self, launch: Launch, field: str, value: object, reason: str) -> ExecutorRefused:
+        return ExecutorRefused(self.name, launch.container_id, field, value, reason)
+
+    def check(self, launch: Launch) -> None:
+        """Raise :class:`ExecutorRefused` if ``launch`` cannot be run as given."""
+        if not _CONTAINER_ID.fullmatch(launch.container_id):
+            raise self._refuse(
+                launch,
+                "container_id",
+                launch.container_id,
+                "use 1-128 letters, digits, '_', '.' or '-', starting with a letter or digit",
+            )
+        for name, value in launch.workload_env().items():
+            if not _ENV_NAME.fullmatch(name) or "\x00" in value:
+                raise self._refuse(
+                    launch,
+                    "env",
+                    name,
+                    "names must be non-empty without '=' or NUL, values without NUL",
+                )
+        if launch.max_runtime_s is not None and launch.max_runtime_s <= 0:
+            raise self._refuse(
+                launch, "max_runtime_s", launch.max_runtime_s, "give a positive number of seconds"
+            )
+
+    def start(self, launch: Launch) -> None:
+        """Start ``launch`` under a detached shim; returns once the shim has written its pid."""
+        self.check(launch)
+        directory = launch.directory
+        directory.mkdir(parents=True, exist_ok=True)
+        if self.status(launch.container_id, directory).state is ExecState.RUNNING:
+            raise AlreadyRunning(launch.container_id, directory)
+        for stale in (SHIM_PID, STARTED, EXIT, STOP_REQUEST):
+            (directory / stale).unlink(missing_ok=True)
+        argv = [
+            sys.executable,
+            "-I",
+            str(SHIM_SCRIPT),
+            "--detach",
+            "--dir",
+            str(directory),
+            "--grace-s",
+            repr(float(self.grace_s)),
+        ]
+        if launch.max_runtime_s is not None:
+            argv += ["--max-runtime-s", str(launch.max_runtime_s)]
+        banner = self._banner(launch)
+        if banner:
+            argv += ["--banner", banner]
+        stop_cmd = self._stop_cmd(launch)
+        if stop_cmd:
+            argv += ["--stop-cmd", json.dumps(stop_cmd)]
+        argv += ["--", *self._workload(launch)]
+        with open(directory / SHIM_LOG, "ab") as shim_log:
+            proc = subprocess.Popen(
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=shim_log,
+                stderr=shim_log,
+                env=self._shim_env(launch),
+                cwd=directory,
+                start_new_session=True,
+            )
+        with proc:
+            try:
+                code = proc.wait(timeout=SHIM_START_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+                raise ShimStartFailed(
+                    launch.container_id,
+                    directory,
+                    f"no shim.pid after {SHIM_START_TIMEOUT_S:g} s",
+                ) from None
+        if code != 0:
+            raise ShimStartFailed(launch.container_id, directory, f"it exited with code {code}")
+
+    def status(self, container_id: str, directory: Path) -> ExecStatus:
+        """The container's state, read from the shim's files in ``directory``."""
+        try:
+            return self._status(directory)
+        except _Corrupt as err:
+            return _lost(str(err), "the container's state is unknown: fix or remove the file")
+
+    def _status(self, directory: Path) -> ExecStatus:
+        ended = self._exited(directory)
+        if ended is not None:
+            return ended
+        shim_path = directory / SHIM_PID
+        shim = _read_json(shim_path)
+        if shim is None:
+            return _lost(
+                f"never started: no {SHIM_PID} in {directory}",
+                "start the container (start() was not called here, or it failed)",
+            )
+        pid = _get(shim, "pid", int, shim_path)
+        if _alive(pid, _get(shim, "start_time", int, shim_path)):
+            started = _read_json(directory / STARTED) or {}
+            started_at = _get(started, "started_at", str, directory / STARTED)
+            return ExecStatus(ExecState.RUNNING, None, "running", "", started_at, None)
+        ended = self._exited(directory)  # it may have finished between the two reads
+        if ended is not None:
+            return ended
+        workload = self._workload_pid(directory)
+        still = (
+            f"; its workload (pid {workload}) is still running"
+            if workload is not None
+            else "; its workload is not running"
+        )
+        return _lost(
+            f"the shim (pid {pid}) is gone without writing an exit status{still}",
+            f"how the container ended is unknown (see {directory / SHIM_LOG}); stop it to "
+            "make sure nothing is left running, then start it again",
+        )
+
+    def _exited(self, directory: Path) -> ExecStatus | None:
+        exit_path = directory / EXIT
+        record = _read_json(exit_path)
+        if record is None:
+            return None
+        started = _read_json(directory / STARTED) or {}
+        reason = _get(record, "reason", str, exit_path)
+        if reason is None:
+            raise _Corrupt(f"{exit_path} has no reason")
+        return ExecStatus(
+            ExecState.EXITED,
+            _get(record, "exit_code", int, exit_path),
+            reason,
+            _get(record, "message", str, exit_path) or "",
+            _get(started, "started_at", str, directory / STARTED),
+            _get(record, "finished_at", str, exit_path),
+            _get(record, "signal", int, exit_path),
+        )
+
+    def _workload_pid(self, directory: Path) -> int | None:
+        """The workload's pid if it is still the process the shim started, else None."""
+        try:
+            started = _read_json(directory / STARTED)
+        except _Corrupt:
+            return None
+        if started is None:
+            return None
+        pid, start_time = started.get("pid"), started.get("start_time")
+        return pid if isinstance(pid, int) and _alive(pid, start_time) else None
+
+    def stop(self, container_id: str, directory: Path, grace_s: float = DEFAULT_GRACE_S) -> None:
+        """Stop the container and wait (up to ``grace_s`` + a margin) for it to end.
+
+        Idempotent: nothing happens for a container that ended or never started.
+        """
+        try:
+            shim = _read_json(directory / SHIM_PID)
+            if shim is None or _read_json(directory / EXIT) is not None:
+                return
+        except _Corrupt:
+            shim = {}
+        pid, start_time = shim.get("pid"), shim.get("start_time")
+        shim_alive = _alive(pid, start_time)
+        if shim_alive:
+            assert isinstance(pid, int)
+            write_atomically(
+                directory / STOP_REQUEST,
+                json.dumps({"grace_s": grace_s, "requested_at": now_iso()}),
+            )
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+        self._after_signal(container_id, directory, grace_s, shim_alive)
+        if not shim_alive:
+            return
+        give_up = time.monotonic() + grace_s + STOP_MARGIN_S
+        while time.monotonic() < give_up:
+            if (directory / EXIT).exists() or not _alive(pid, start_time):
+                return
+            time.sleep(_POLL_S)
+
+
+class ProcessExecutor(_ShimExecutor):
+    """Runs the command as a host process: no isolation, no image, development only.
+
+    The workload's environment is only PATH (the control plane's), HOME (the container's
+    directory), LANG, then ``env`` and ``gpu_env``.
+    """
+
+    name = "process"
+
+    def check(self, launch: Launch) -> None:
+        super().check(launch)
+        if launch.nfs:
+            raise self._refuse(
+                launch,
+                "nfs",
+                [m.mount_path for m in launch.nfs],
+                "NFS mounts need a container engine: start gpucaas up with --executor podman "
+                "or docker",
+            )
+        if not launch.command and not launch.args:
+            raise self._refuse(
+                launch, "command", launch.command, "a process needs a command: give command or args"
+            )
+
+    def _workload(self, launch: Launch) -> list[str]:
+        return [*launch.command, *launch.args]
+
+    def _shim_env(self, launch: Launch) -> dict[str, str]:
+        return {
+            "PATH": os.environ.get("PATH", os.defpath),
+            "HOME": str(launch.directory),
+            "LANG": os.environ.get("LANG", "C.UTF-8"),
+            **launch.workload_env(),
+        }
+
+    def _banner(self, launch: Launch) -> str:
+        ignored = f"; image {launch.image!r} is ignored" if launch.image else ""
+        return PROCESS_BANNER + ignored
+
+    def _after_signal(
+        self, container_id: str, directory: Path, grace_s: float, shim_alive: bool
+    ) -> None:
+        """With the shim gone, stop an orphaned workload's process group directly."""
+        if shim_alive:
+            return  # the shim does it
+        pid = self._workload_pid(directory)
+        if pid is None:
+            return
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pid, signal.SIGTERM)
+        give_up = time.monotonic() + grace_s
+        while time.monotonic() < give_up and self._workload_pid(directory) is not None:
+            time.sleep(_POLL_S)
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pid, signal.SIGKILL)
+
+
+class EngineExecutor(_ShimExecutor):
+    """Runs the container with a container engine's CLI (``podman`` or ``docker``).
+
+    Parameters:
+        engine: the engine's name, for messages and the default binary.
+        binary: the command to run (a path, or a name looked up on PATH); default ``engine``.
+        grace_s: the grace period when the shim stops a container past its deadline.
+    """
+
+    def __init__(
+        self, engine: str = "podman", binary: str | None = None, *, grace_s: float = DEFAULT_GRACE_S
+    ) -> None:
+        super().__init__(grace_s=grace_s)
+        self.name = engine
+        self.engine = engine
+        self.binary = binary or engine
+
+    @classmethod
+    def from_path(cls, engine: str, *, grace_s: float = DEFAULT_GRACE_S) -> EngineExecutor:
+        """The executor for ``engine`` found on PATH; :class:`EngineNotFound` if it is not."""
+        binary = shutil.which(engine)
+        if binary is None:
+            raise EngineNotFound(engine, os.environ.get("PATH", ""))
+        return cls(engine, binary, grace_s=grace_s)
+
+    @staticmethod
+    def container_name(container_id: str) -> str:
+        """The engine-side name of a container."""
+        return f"gpucaas-{container_id}"
+
+    def check(self, launch: Launch) -> None:
+        super().check(launch)
+        if not launch.image:
+            raise self._refuse(launch, "image", launch.image, "a container engine needs an image")
+        for mount in launch.nfs:
+            for name in ("server", "path", "mount_path"):
+                value = getattr(mount, name)
+                if not value or any(c in value for c in ',"\n\x00'):
+                    raise self._refuse(
+                        launch,
+                        f"nfs.{name}",
+                        value,
+                        "give a non-empty value without commas, quotes or newlines",
+                    )
+            if not mount.mount_path.startswith("/"):
+                raise self._refuse(
+                    launch, "nfs.mount_path", mount.mount_path, "give an absolute path"
+                )
+
+    def _workload(self, launch: Launch) -> list[str]:
+        argv = [
+            self.binary,
+            "run",
+            "--rm",
+            "--name",
+            self.container_name(launch.container_id),
+            "--label",
+            f"gpucaas.container={launch.container_id}",
+        ]
+        for name, value in launch.workload_env().items():
+            argv += ["-e", f"{name}={value}"]
+        for mount in launch.nfs:
+            argv += ["--mount", nfs_mount_option(mount)]
+        rest = list(launch.args)
+        if launch.command:
+            argv += ["--entrypoint", launch.command[0]]
+            rest = [*launch.command[1:], *rest]
+        return [*argv, launch.image, *rest]
+
+    def _shim_env(self, launch: Launch) -> dict[str, str]:
+        return dict(os.environ)  # the engine's CLI needs its own settings (XDG_*, DOCKER_*)
+
+    def _stop_cmd(self, launch: Launch) -> list[str]:
+        return [
+            self.binary,
+            "stop",
+            "-t",
+            GRACE_PLACEHOLDER,
+            self.container_name(launch.container_id),
+        ]
+
+    def _after_signal(
+        self, container_id: str, directory: Path, grace_s: float, shim_alive: bool
+    ) -> None:
+        """Run ``<engine> stop -t <grace> gpucaas-<id>``; a container already gone is fine."""
+        argv = [self.binary, "stop", "-t", str(math.ceil(grace_s))]
+        argv.append(self.container_name(container_id))
+        try:
+            done = subprocess.run(
+                argv,
+                stdin=subprocess.DEVNULL,
+                capture_output=True,
+                text=True,
+                timeout=grace_s + 30,
+                check=False,
+            )
+        except FileNotFoundError:
+            raise EngineNotFound(self.binary, os.environ.get("PATH", "")) from None
+        except subprocess.TimeoutExpired as err:
+            raise EngineCommandFailed(argv, -1, f"no answer after {err.timeout:g} s") from None
+        if done.returncode != 0 and "no such container" not in done.stderr.lower():
+            raise EngineCommandFailed(argv, done.returncode, done.stderr)
+
+
+def nfs_mount_option(mount: NfsMount) -> str:
+    """The ``--mount`` value of an NFS volume (the local driver), in the engine's CSV syntax.
+
+    The ``o=`` option holds a comma when read-only, so that field is quoted.
+    """
+    options = f"addr={mount.server}" + (",ro" if mount.read_only else "")
+    parts = [
+        "type=volume",
+        f"dst={mount.mount_path}",
+        "volume-driver=local",
+        "volume-opt=type=nfs",
+        f"volume-opt=device={mount.server}:{mount.path}",
+        f'"volume-opt=o={options}"' if "," in options else f"volume-opt=o={options}",
+    ]
+    if mount.read_only:
+        parts.append("readonly")
+    return ",".join(parts)

@@ -1,0 +1,234 @@
+"""The embedded default backend: simulated HGX boards, each with its fabric, and an
+executor that really runs the containers on this machine.
+
+Each board's partitions are activated and deactivated through :class:`FabricController`
+(the code the fm-controller daemon runs behind its gRPC face) over a
+:class:`SimulatedFabric` whose state file survives a restart, so a crash with partitions
+active is replayed like a Fabric Manager restart on a real node.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+from gpucaas.fabric import (
+    FabricController,
+    PartitionInUse,
+    PartitionNotActive,
+    SimulatedFabric,
+)
+from gpucaas.topology import BoardModel, format_module_ids
+
+from ._api import BoardInfo, Phase, Workload, WorkloadStatus
+from ._executor import AlreadyRunning, ExecState, ExecStatus, Executor, Launch
+from ._executor import NfsMount as ExecNfsMount
+
+log = logging.getLogger(__name__)
+
+LOCAL_BOARD_LABEL = "gpucaas.io/board-model"
+
+
+def board_names(nodes: int) -> list[str]:
+    return [f"hgx-{n:04d}" for n in range(nodes)]
+
+
+class LocalBackend:
+    """Parameters:
+    state_dir: where container directories (logs, shim files) and fabric state live.
+    model: the board model of every simulated board.
+    nodes: how many boards.
+    executor: what runs the containers (process, podman or docker).
+    """
+
+    name = "local"
+
+    def __init__(
+        self, state_dir: Path | str, model: BoardModel, nodes: int, executor: Executor
+    ) -> None:
+        self.state_dir = Path(state_dir)
+        self.model = model
+        self.executor = executor
+        self._names = board_names(nodes)
+        self._known = set(self._names)
+        self._fabrics: dict[str, FabricController] = {}
+        self._lock = threading.Lock()
+
+    # -- boards and fabric ----------------------------------------------------------------
+
+    def boards(self) -> Sequence[BoardInfo]:
+        labels = {LOCAL_BOARD_LABEL: self.model.name}
+        return [BoardInfo(name, self.model.name, labels) for name in self._names]
+
+    def fabric(self, board: str) -> FabricController:
+        """The board's fabric controller (created on first use; replays a saved state)."""
+        with self._lock:
+            controller = self._fabrics.get(board)
+            if controller is None:
+                if board not in self._known:
+                    raise KeyError(board)
+                directory = self.state_dir / "fabric" / board
+                directory.mkdir(parents=True, exist_ok=True)
+                fabric = SimulatedFabric(
+                    self.model, board=board, state_file=directory / "fabric.json"
+                )
+                controller = FabricController(
+                    fabric, self.model, state_dir=directory, board=board, backend="simulated"
+                )
+                controller.reconcile()
+                self._fabrics[board] = controller
+            return controller
+
+    def active_partitions(self) -> dict[str, tuple[int, ...]]:
+        """board → partitions its fabric has active, for the boards touched so far."""
+        with self._lock:
+            controllers = dict(self._fabrics)
+        return {b: c.status().desired for b, c in controllers.items() if c.status().desired}
+
+    # -- workloads ------------------------------------------------------------------------
+
+    def directory(self, container_id: str) -> Path:
+        return self.state_dir / "containers" / container_id
+
+    def _launch(self, w: Workload) -> Launch:
+        gpu_env = {
+            "GPUCAAS_CONTAINER_ID": w.container_id,
+            "GPUCAAS_TENANT": w.tenant,
+            "GPUCAAS_BOARD": w.board or "",
+            "GPUCAAS_BOARD_MODEL": self.model.name,
+            "GPUCAAS_PARTITION_ID": "" if w.partition_id is None else str(w.partition_id),
+            "GPUCAAS_MODULE_IDS": ",".join(map(str, w.module_ids)),
+            "GPUCAAS_GPUS": str(len(w.module_ids) or w.gpus),
+        }
+        return Launch(
+            container_id=w.container_id,
+            image=w.image,
+            command=w.command,
+            args=w.args,
+            env=dict(w.env),
+            directory=self.directory(w.container_id),
+            max_runtime_s=w.max_runtime_s,
+            nfs=tuple(ExecNfsMount(m.server, m.path, m.mount_path, m.read_only) for m in w.nfs),
+            gpu_env=gpu_env,
+        )
+
+    def check(self, workload: Workload) -> None:
+        self.executor.check(self._launch(workload))
+
+    def start(self, workload: Workload) -> None:
+        if workload.board is None or workload.partition_id is None:
+            raise ValueError(f"workload {workload.container_id} has no board/partition")
+        directory = self.directory(workload.container_id)
+        if (directory / "shim.pid").exists():
+            return  # started before a restart: nothing to do
+        controller = self.fabric(workload.board)
+        if workload.partition_id not in controller.status().desired:
+            try:
+                controller.activate(workload.partition_id)
+            except PartitionInUse:
+                # Active already only if a crash hit between activate and the shim; the
+                # scheduler's reservation rules out another holder.
+                if workload.partition_id not in controller.status().desired:
+                    raise
+        log.info(
+            "partition %s (GPUs %s) active on %s for %s",
+            workload.partition_id,
+            format_module_ids(workload.module_ids),
+            workload.board,
+            workload.container_id,
+        )
+        try:
+            self.executor.start(self._launch(workload))
+        except AlreadyRunning:
+            pass
+
+    def status(self, workload: Workload) -> WorkloadStatus:
+        directory = self.directory(workload.container_id)
+        if not (directory / "shim.pid").exists() and not (directory / "exit.json").exists():
+            return WorkloadStatus(Phase.ABSENT)
+        return _phase(self.executor.status(workload.container_id, directory))
+
+    def stop(self, workload: Workload, grace_s: float) -> None:
+        directory = self.directory(workload.container_id)
+        if (directory / "shim.pid").exists():
+            self.executor.stop(workload.container_id, directory, grace_s)
+
+    def release(self, workload: Workload) -> None:
+        if workload.board is None or workload.partition_id is None:
+            return
+        controller = self.fabric(workload.board)
+        if workload.partition_id in controller.status().desired:
+            try:
+                controller.deactivate(workload.partition_id)
+            except PartitionNotActive:
+                pass
+
+    def sync(self, workloads: Sequence[Workload]) -> None:
+        held: dict[str, set[int]] = {}
+        for w in workloads:
+            if w.board is not None and w.partition_id is not None:
+                held.setdefault(w.board, set()).add(w.partition_id)
+        fabric_root = self.state_dir / "fabric"
+        boards = {p.name for p in fabric_root.iterdir()} if fabric_root.is_dir() else set()
+        for board in sorted((boards | set(held)) & self._known):
+            controller = self.fabric(board)
+            for pid in controller.status().desired:
+                if pid not in held.get(board, set()):
+                    log.warning("deactivating stray partition %s on %s", pid, board)
+                    try:
+                        controller.deactivate(pid)
+                    except PartitionNotActive:
+                        pass
+
+    def logs(self, workload: Workload, *, follow: bool) -> Iterator[bytes]:
+        path = self.directory(workload.container_id) / "log"
+        offset = 0
+        while True:
+            chunk = b""
+            if path.exists():
+                with path.open("rb") as f:
+                    f.seek(offset)
+                    chunk = f.read(1 << 16)
+            if chunk:
+                offset += len(chunk)
+                yield chunk
+                continue
+            if not follow or self.status(workload).phase in (Phase.EXITED, Phase.LOST):
+                # One more read: output written just before the exit.
+                if path.exists():
+                    with path.open("rb") as f:
+                        f.seek(offset)
+                        rest = f.read()
+                    if rest:
+                        yield rest
+                return
+            time.sleep(0.1)
+
+
+def _parse_time(text: str | None) -> float | None:
+    if not text:
+        return None
+    try:
+        return dt.datetime.fromisoformat(text).timestamp()
+    except ValueError:
+        return None
+
+
+def _phase(st: ExecStatus) -> WorkloadStatus:
+    phase = {
+        ExecState.RUNNING: Phase.RUNNING,
+        ExecState.EXITED: Phase.EXITED,
+        ExecState.LOST: Phase.LOST,
+    }[st.state]
+    return WorkloadStatus(
+        phase,
+        exit_code=st.exit_code,
+        reason=st.reason,
+        message=st.message,
+        started_at=_parse_time(st.started_at),
+        finished_at=_parse_time(st.finished_at),
+    )

@@ -1,0 +1,360 @@
+"""The scheduler loop: queued containers → placement → reservation in the store → backend.
+
+One pass (:meth:`Scheduler.run_once`):
+
+1. take containers queued since the last pass into the placement queue (arrival order);
+2. let :class:`placement.Queue` place what fits (FIFO + backfill + starvation guard);
+3. for each placement, record the reservation in the store *first* (queued → placing),
+   then tell the backend (→ starting); a crash in between leaves a reservation the next
+   start re-drives, never a workload the store does not know;
+4. follow what holds GPUs: backend phase → state; ended → release the partition and the
+   GPUs; stop requests → backend stop.
+
+At start (:meth:`recover`) the fleet is rebuilt from the backend's boards, the store's
+cordons and the containers that hold GPUs (level-triggered: every one is asked of the
+backend again; whatever it cannot find is marked ``lost`` with a reason).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from sqlalchemy import RowMapping
+
+from gpucaas.errors import GpucaasError, MisuseError
+from gpucaas.placement import Fleet, Placement, Queue, Request
+from gpucaas.topology import BoardModel, get_model, mask_of
+
+from ._api import Backend, Phase, Workload, WorkloadStatus
+from ._models import NfsMount, State
+from ._store import Reservation, Store
+
+log = logging.getLogger(__name__)
+
+DEFAULT_GRACE_S = 10.0
+STOP_CHECK_S = 0.5
+"""How often the loop re-reads stop requests made by other replicas (its own wake it)."""
+
+
+def workload_of(row: RowMapping) -> Workload:
+    spec = row["spec"]
+    return Workload(
+        container_id=row["id"],
+        tenant=row["tenant"],
+        image=row["image"],
+        command=tuple(spec.get("command", ())),
+        args=tuple(spec.get("args", ())),
+        env=dict(spec.get("env", {})),
+        nfs=tuple(NfsMount(**m) for m in spec.get("nfs", ())),
+        labels=dict(spec.get("labels", {})),
+        max_runtime_s=row["max_runtime_s"],
+        gpus=row["gpus"],
+        board=row["board"],
+        partition_id=row["partition_id"],
+        module_ids=tuple(row["module_ids"] or ()),
+    )
+
+
+@dataclass
+class _Held:
+    seq: int
+    workload: Workload
+    placement: Placement
+    state: State
+    stopping: bool = False
+
+
+class Scheduler:
+    """Parameters:
+    store: the store.
+    backend: what runs the workloads.
+    policy: the placement policy's name (default best-fit).
+    grace_s: seconds between SIGTERM and SIGKILL on stop.
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        backend: Backend,
+        *,
+        policy: str = "best-fit",
+        grace_s: float = DEFAULT_GRACE_S,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.store = store
+        self.backend = backend
+        self.policy = policy
+        self.grace_s = grace_s
+        self._clock = clock
+        self.fleet = Fleet(policy)
+        self.queue = Queue()
+        self.lock = threading.RLock()
+        """Held while a pass changes the fleet; readers (fleet view) take it too."""
+        self._wake = threading.Event()
+        self._last_seq = 0
+        self._queued: dict[int, RowMapping] = {}
+        self._held: dict[int, _Held] = {}
+        self._models: dict[str, BoardModel] = {}
+        self._last_stop_check = 0.0
+        self.passes = 0
+
+    # -- start -----------------------------------------------------------------------------
+
+    def recover(self) -> None:
+        """Rebuild the fleet and the queue from the backend and the store."""
+        with self.lock:
+            for board in self.backend.boards():
+                model = self.model(board.model)
+                self.fleet.add_node(board.name, model, board.labels)
+                for module_id in board.unhealthy:
+                    self.fleet.set_gpu_health(board.name, module_id, False)
+                if board.cordoned:
+                    self.fleet.cordon_node(board.name)
+            adopted: list[Workload] = []
+            for row in self.store.holding():
+                held = self._adopt(row)
+                if held is not None:
+                    adopted.append(held.workload)
+            self.backend.sync(adopted)
+            self._apply_cordons()
+            for seq, held in list(self._held.items()):
+                self._follow(seq, held, recovering=True)
+            self._pull_queued()
+            log.info(
+                "recovered: %d containers hold GPUs, %d queued", len(self._held), len(self.queue)
+            )
+
+    def model(self, name: str) -> BoardModel:
+        model = self._models.get(name)
+        if model is None:
+            model = self._models[name] = get_model(name)
+        return model
+
+    def _adopt(self, row: RowMapping) -> _Held | None:
+        w = workload_of(row)
+        seq = int(row["seq"])
+        request = Request(seq, row["gpus_granted"], tenant=row["tenant"])
+        try:
+            if w.board is None or not w.module_ids:
+                raise MisuseError("no board or GPUs recorded")
+            placement = self.fleet.adopt(request, w.board, mask_of(w.module_ids))
+        except (GpucaasError, KeyError) as exc:
+            self.store.transition(
+                seq, State.LOST, "NotAdopted", f"could not re-adopt after a restart: {exc}"
+            )
+            return None
+        held = _Held(seq, w, placement, State(row["state"]), bool(row["stop_requested"]))
+        self._held[seq] = held
+        return held
+
+    def _apply_cordons(self) -> None:
+        for board, module_id in self.store.cordons():
+            try:
+                if module_id == 0:
+                    self.fleet.cordon_node(board)
+                else:
+                    self.fleet.cordon_gpu(board, module_id)
+            except GpucaasError as exc:
+                log.warning("ignoring cordon of %s/%s: %s", board, module_id, exc)
+
+    # -- the loop --------------------------------------------------------------------------
+
+    def wake(self) -> None:
+        """Run a pass soon (a container was submitted or asked to stop)."""
+        self._wake.set()
+
+    def run(self, stop: threading.Event, *, idle_s: float = 0.5, busy_s: float = 0.05) -> None:
+        while not stop.is_set():
+            try:
+                busy = self.run_once()
+            except GpucaasError as exc:
+                log.error("scheduler pass failed: %s", exc)
+                busy = False
+            except Exception:  # a bug must not stop scheduling for every tenant
+                log.exception("scheduler pass crashed")
+                busy = False
+            self._wake.wait(busy_s if busy else idle_s)
+            self._wake.clear()
+
+    def run_once(self) -> bool:
+        """One pass; True while something is on its way (starting, stopping)."""
+        with self.lock:
+            self.passes += 1
+            woken = self._wake.is_set()
+            self._pull_queued()
+            now = self._clock()
+            if woken or now - self._last_stop_check >= STOP_CHECK_S:
+                self._last_stop_check = now
+                self._read_stops()
+            self._schedule()
+            busy = False
+            for seq, held in list(self._held.items()):
+                self._follow(seq, held)
+                busy = busy or held.state in (State.PLACING, State.STARTING) or held.stopping
+            return busy
+
+    def _pull_queued(self) -> None:
+        while True:
+            rows = self.store.queued_after(self._last_seq)
+            if not rows:
+                return
+            for row in rows:
+                seq = int(row["seq"])
+                self._last_seq = max(self._last_seq, seq)
+                if seq in self._queued or seq in self._held:
+                    continue
+                self._queued[seq] = row
+                self.queue.push(Request(seq, row["gpus_granted"], tenant=row["tenant"]))
+
+    def _read_stops(self) -> None:
+        seqs = list(self._queued) + list(self._held)
+        for seq, (state, stop_requested) in self.store.states_of(seqs).items():
+            if seq in self._queued and state != State.QUEUED.value:
+                self.queue.remove(seq, self.fleet)
+                del self._queued[seq]
+            elif seq in self._held and stop_requested:
+                self._held[seq].stopping = True
+
+    def _schedule(self) -> None:
+        if not self._queued:
+            return
+        result = self.queue.schedule(self.fleet)
+        for placement in result.placed:
+            self._start(placement)
+        for request, status in result.rejected:
+            seq = int(request.id)
+            self._queued.pop(seq, None)
+            self.store.transition(
+                seq, State.FAILED, "NeverFits", f"no board in this fleet can ever hold it: {status}"
+            )
+
+    def _start(self, placement: Placement) -> None:
+        seq = int(placement.request_id)
+        row = self._queued.pop(seq)
+        assert placement.node is not None
+        where = Reservation(
+            board=placement.node,
+            partition_id=placement.partition_id,
+            module_ids=tuple(int(m) for m in placement.module_ids),
+            gpus_granted=placement.gpus,
+        )
+        if not self.store.reserve(seq, where):  # stopped while queued
+            self.fleet.release(placement)
+            return
+        w = workload_of(row)
+        w = Workload(
+            **{
+                **{f: getattr(w, f) for f in w.__dataclass_fields__},
+                "board": where.board,
+                "partition_id": where.partition_id,
+                "module_ids": where.module_ids,
+            }
+        )
+        held = _Held(seq, w, placement, State.PLACING)
+        self._held[seq] = held
+        self._drive_start(held)
+
+    def _drive_start(self, held: _Held) -> None:
+        began = time.time()
+        try:
+            self.backend.start(held.workload)
+        except GpucaasError as exc:
+            self._end(held, State.FAILED, "StartFailed", str(exc))
+            return
+        self._set(held, State.STARTING, "Started", f"on {held.workload.board}", at=began)
+
+    def _follow(self, seq: int, held: _Held, *, recovering: bool = False) -> None:
+        try:
+            status = self.backend.status(held.workload)
+        except GpucaasError as exc:
+            log.warning("status of %s failed: %s", held.workload.container_id, exc)
+            return
+        if status.phase is Phase.ABSENT:
+            if held.state is State.PLACING:
+                if held.stopping:
+                    self._end(held, State.STOPPED, "Stopped", "stopped before it started")
+                else:
+                    self._drive_start(held)  # reserved before a crash, never started
+            elif recovering:
+                self._end(held, State.LOST, "NotFound", "the backend has no such workload")
+            return
+        if status.phase in (Phase.STARTING, Phase.RUNNING):
+            if held.stopping:
+                self.backend.stop(held.workload, self.grace_s)
+            if status.phase is Phase.RUNNING and held.state is not State.RUNNING:
+                self._set(held, State.RUNNING, "Running", "", at=status.started_at)
+            elif held.state is State.PLACING:
+                self._set(held, State.STARTING, "Started", "")
+            return
+        if status.phase is Phase.EXITED:
+            self._ended(held, status)
+        else:
+            self._end(held, State.LOST, "Lost", status.reason or "the backend lost it")
+
+    def _ended(self, held: _Held, status: WorkloadStatus) -> None:
+        code = status.exit_code
+        if status.reason == "stopped":
+            state, reason = State.STOPPED, "Stopped"
+        elif status.reason == "deadline":
+            state, reason = State.FAILED, "DeadlineExceeded"
+        elif status.reason == "spawn-failed":
+            state, reason = State.FAILED, "StartFailed"
+        elif code == 0:
+            state, reason = State.SUCCEEDED, "Completed"
+        else:
+            state, reason = State.FAILED, "Error"
+        if held.state is not State.RUNNING and status.started_at is not None and code is not None:
+            self._set(held, State.RUNNING, "Running", "", at=status.started_at)
+        message = status.message or (f"exit code {code}" if code is not None else "")
+        self._end(held, state, reason, message, exit_code=code, at=status.finished_at)
+
+    def _set(
+        self, held: _Held, state: State, reason: str, message: str, at: float | None = None
+    ) -> None:
+        self.store.transition(held.seq, state, reason, message, at=at)
+        held.state = state
+
+    def _end(
+        self,
+        held: _Held,
+        state: State,
+        reason: str,
+        message: str,
+        *,
+        exit_code: int | None = None,
+        at: float | None = None,
+    ) -> None:
+        try:
+            self.backend.release(held.workload)
+        except GpucaasError as exc:
+            # Keep the GPUs out of placement until the partition is really given back.
+            log.error("release of %s failed, retrying: %s", held.workload.container_id, exc)
+            return
+        self.store.transition(held.seq, state, reason, message, exit_code=exit_code, at=at)
+        self.fleet.release(held.placement)
+        self._held.pop(held.seq, None)
+
+    # -- operator actions ------------------------------------------------------------------
+
+    def cordon(self, board: str, module_id: int, cordoned: bool) -> None:
+        with self.lock:
+            if module_id == 0:
+                self.fleet.cordon_node(board, cordoned)
+            else:
+                self.fleet.cordon_gpu(board, module_id, cordoned)
+            self.store.set_cordon(board, module_id, cordoned)
+
+    def on_board(self, board: str) -> list[str]:
+        with self.lock:
+            return [
+                h.workload.container_id for h in self._held.values() if h.workload.board == board
+            ]
+
+    def container_ids(self) -> dict[int, str]:
+        """seq → container id, for what holds GPUs."""
+        with self.lock:
+            return {seq: h.workload.container_id for seq, h in self._held.items()}

@@ -1,0 +1,342 @@
+"""The shim: a tiny supervisor that runs one container's workload and records how it ended.
+
+Like conmon or containerd-shim, one shim runs per container and outlives the control plane
+(it is in its own session and, with ``--detach``, reparented away from its starter), so a
+control plane restarted after a crash re-adopts running containers, or reads how they ended,
+from files in the container's directory::
+
+    python -m gpucaas.control._shim --dir DIR [--max-runtime-s N] [--grace-s G]
+        [--banner TEXT] [--stop-cmd JSON] [--detach] -- ARGV...
+
+or, as the executors do, ``python -I path/to/_shim.py ...`` (standard library only, so it
+needs no import path and ignores the PYTHON* variables meant for the workload).
+
+Files in DIR: ``shim.pid`` (the shim's pid and /proc start time, which guards against pid
+reuse), ``log`` (the workload's stdout and stderr), ``started.json`` (the workload's pid and
+start time), ``exit.json`` (written last: exit code, signal, reason, message), ``stop.json``
+(written by a stopper before it sends SIGTERM: the grace period it asks for) and ``shim.log``
+(the shim's own errors, written by whoever started it).
+
+On SIGTERM (or SIGINT) the shim sends SIGTERM to the workload's process group, runs the
+``--stop-cmd`` if any (an engine's ``stop``), waits the grace period, then sends SIGKILL;
+past ``--max-runtime-s`` it does the same with reason ``deadline``.
+
+It imports only the standard library, so it starts fast: ``gpucaas.fabric`` pulls in grpc,
+hence the private copy of :func:`write_atomically`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import math
+import os
+import select
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+SHIM_PID = "shim.pid"
+"""The shim's pid and /proc start time: ``{"pid": int, "start_time": int}``."""
+LOG = "log"
+"""The workload's stdout and stderr (appended)."""
+STARTED = "started.json"
+"""``{"pid": int, "start_time": int | null, "started_at": ISO-8601}`` of the workload."""
+EXIT = "exit.json"
+"""How the workload ended: exit_code, signal, reason, message, finished_at."""
+STOP_REQUEST = "stop.json"
+"""``{"grace_s": float}``, written by a stopper just before it sends SIGTERM to the shim."""
+SHIM_LOG = "shim.log"
+"""The shim's own stdout and stderr (its tracebacks, the stop command's errors)."""
+
+DEFAULT_GRACE_S = 10.0
+"""Seconds between SIGTERM and SIGKILL when nobody asks for another grace period."""
+GRACE_PLACEHOLDER = "{grace}"
+"""In ``--stop-cmd``, replaced by the grace period in whole seconds (rounded up)."""
+_ENGINE_STOP_MARGIN_S = 5.0
+"""Extra wait for a workload being stopped by a stop command, before SIGKILL."""
+
+REASONS = ("exited", "stopped", "deadline", "spawn-failed")
+
+
+def now_iso() -> str:
+    """The current time, ISO-8601 in UTC with milliseconds."""
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
+
+
+def write_atomically(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` so a reader sees the old or the new file, never a part.
+
+    A copy of :func:`gpucaas.fabric.write_atomically`, which cannot be imported without grpc.
+    """
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
+            out.write(text)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def proc_start_time(pid: int) -> int | None:
+    """The start time (clock ticks after boot) of live process ``pid``; None if it is gone.
+
+    A zombie counts as gone. Comparing start times tells a process from a later one that
+    got the same pid.
+    """
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return None
+    # The command name (field 2) may hold spaces and parentheses: split after the last ')'.
+    fields = stat[stat.rfind(")") + 2 :].split()
+    if len(fields) < 20 or fields[0] in ("Z", "X"):
+        return None
+    try:
+        return int(fields[19])
+    except ValueError:
+        return None
+
+
+class _Signals:
+    """SIGTERM and SIGINT as a flag plus a readable fd, so a select() wakes up on them."""
+
+    def __init__(self) -> None:
+        self.read_fd, self.write_fd = os.pipe()
+        os.set_blocking(self.read_fd, False)
+        os.set_blocking(self.write_fd, False)
+        signal.set_wakeup_fd(self.write_fd, warn_on_full_buffer=False)
+        self.received: int | None = None
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, self._on_signal)
+
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        self.received = signum
+
+    def drain(self) -> None:
+        with contextlib.suppress(BlockingIOError):
+            while os.read(self.read_fd, 512):
+                pass
+
+
+def _parse(argv: Sequence[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m gpucaas.control._shim",
+        description="Run one container's workload, supervised, and record how it ended.",
+    )
+    parser.add_argument("--dir", required=True, type=Path, help="the container's directory")
+    parser.add_argument("--max-runtime-s", type=float, default=None)
+    parser.add_argument("--grace-s", type=float, default=DEFAULT_GRACE_S)
+    parser.add_argument("--banner", default=None, help="a line written to the log first")
+    parser.add_argument(
+        "--stop-cmd",
+        default=None,
+        help=f"a JSON list, run on stop or deadline; {GRACE_PLACEHOLDER} becomes the grace",
+    )
+    parser.add_argument(
+        "--detach",
+        action="store_true",
+        help="fork; the parent exits once shim.pid is written (so nobody must reap the shim)",
+    )
+    parser.add_argument("argv", nargs="+", help="the workload, after --")
+    opts = parser.parse_args(argv)
+    if opts.stop_cmd is not None:
+        stop_cmd = json.loads(opts.stop_cmd)
+        if not isinstance(stop_cmd, list) or not all(isinstance(a, str) for a in stop_cmd):
+            parser.error(f"--stop-cmd must be a JSON list of strings, not {opts.stop_cmd!r}")
+        opts.stop_cmd = stop_cmd
+    return opts
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the shim; with ``--detach``, the caller's process returns once the shim is up."""
+    opts = _parse(sys.argv[1:] if argv is None else argv)
+    directory: Path = opts.dir
+    directory.mkdir(parents=True, exist_ok=True)
+    if not opts.detach:
+        return _supervise(opts, ready_fd=None)
+    ready_r, ready_w = os.pipe()
+    if os.fork():
+        # The parent: exit once the child has written shim.pid (or died trying).
+        os.close(ready_w)
+        with os.fdopen(ready_r, "rb") as ready:
+            return 0 if ready.read(1) == b"1" else 1
+    os.close(ready_r)
+    os.setsid()
+    return _supervise(opts, ready_fd=ready_w)
+
+
+def _supervise(opts: argparse.Namespace, ready_fd: int | None) -> int:
+    directory: Path = opts.dir
+    signals = _Signals()  # before shim.pid exists: nobody signals a shim it cannot find
+    pid = os.getpid()
+    write_atomically(
+        directory / SHIM_PID, json.dumps({"pid": pid, "start_time": proc_start_time(pid)})
+    )
+    if ready_fd is not None:
+        os.write(ready_fd, b"1")
+        os.close(ready_fd)
+    argv: list[str] = opts.argv
+    with open(directory / LOG, "ab") as log:
+        if opts.banner:
+            log.write(f"{opts.banner}\n".encode())
+            log.flush()
+        try:
+            proc = subprocess.Popen(
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+                cwd=directory,
+                start_new_session=True,
+            )
+        except OSError as err:
+            message = (
+                f"cannot start {argv[0]!r}: {err.strerror or err}; check that the program "
+                "exists (on PATH, or in the image) and is executable, or fix the command"
+            )
+            log.write(f"gpucaas: {message}\n".encode())
+            _write_exit(directory, None, None, "spawn-failed", message)
+            return 0
+    with proc:
+        write_atomically(
+            directory / STARTED,
+            json.dumps(
+                {
+                    "pid": proc.pid,
+                    "start_time": proc_start_time(proc.pid),
+                    "started_at": now_iso(),
+                }
+            ),
+        )
+        _wait(proc, opts, signals)
+    return 0
+
+
+def _wait(proc: subprocess.Popen[bytes], opts: argparse.Namespace, signals: _Signals) -> None:
+    """Wait for the workload, terminating it on a signal or past its deadline."""
+    directory: Path = opts.dir
+    started = time.monotonic()
+    deadline = None if opts.max_runtime_s is None else started + opts.max_runtime_s
+    reason = "exited"
+    grace: float = opts.grace_s
+    kill_at: float | None = None
+    stopper: subprocess.Popen[bytes] | None = None
+    try:
+        pidfd: int | None = os.pidfd_open(proc.pid)
+    except (AttributeError, OSError):
+        pidfd = None
+    try:
+        while proc.poll() is None:
+            now = time.monotonic()
+            if reason == "exited" and signals.received is not None:
+                reason, grace = "stopped", _requested_grace(directory, opts.grace_s)
+            elif reason == "exited" and deadline is not None and now >= deadline:
+                reason = "deadline"
+            if reason != "exited" and kill_at is None:
+                stopper = _terminate(proc, opts.stop_cmd, grace)
+                margin = _ENGINE_STOP_MARGIN_S if stopper is not None else 0.0
+                kill_at = now + grace + margin
+            elif kill_at is not None and now >= kill_at:
+                _killpg(proc.pid, signal.SIGKILL)
+                kill_at = math.inf
+            wake_at = [t for t in (deadline if reason == "exited" else None, kill_at) if t]
+            timeout = max(min(wake_at) - now, 0.0) if wake_at else None
+            if timeout == math.inf:
+                timeout = None
+            if pidfd is None:
+                timeout = 0.2 if timeout is None else min(timeout, 0.2)
+            watched = [signals.read_fd] if pidfd is None else [signals.read_fd, pidfd]
+            select.select(watched, [], [], timeout)
+            signals.drain()
+    finally:
+        if pidfd is not None:
+            os.close(pidfd)
+    if reason != "exited":
+        _killpg(proc.pid, signal.SIGKILL)  # what the workload left behind in its group
+    code = proc.returncode
+    exit_code, signum = (None, -code) if code < 0 else (code, None)
+    outcome = _describe(exit_code, signum)
+    if reason == "stopped":
+        message = f"stopped on request (SIGTERM, SIGKILL after {grace:g} s): {outcome}"
+    elif reason == "deadline":
+        message = f"ran past its max runtime of {opts.max_runtime_s:g} s and was stopped: {outcome}"
+    else:
+        message = outcome
+    _write_exit(directory, exit_code, signum, reason, message)
+    if stopper is not None:
+        try:
+            stopper.wait(timeout=grace + _ENGINE_STOP_MARGIN_S)
+        except subprocess.TimeoutExpired:
+            stopper.kill()
+            stopper.wait()
+
+
+def _requested_grace(directory: Path, default: float) -> float:
+    """The grace period a stopper asked for in stop.json, else ``default``."""
+    try:
+        grace = json.loads((directory / STOP_REQUEST).read_text(encoding="utf-8"))["grace_s"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return default
+    if isinstance(grace, int | float) and not isinstance(grace, bool) and grace >= 0:
+        return float(grace)
+    return default
+
+
+def _terminate(
+    proc: subprocess.Popen[bytes], stop_cmd: list[str] | None, grace: float
+) -> subprocess.Popen[bytes] | None:
+    """SIGTERM the workload's group and start the stop command, if any (not waited for)."""
+    _killpg(proc.pid, signal.SIGTERM)
+    if not stop_cmd:
+        return None
+    seconds = str(math.ceil(grace))
+    argv = [seconds if arg == GRACE_PLACEHOLDER else arg for arg in stop_cmd]
+    try:
+        return subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+    except OSError as err:
+        print(f"gpucaas shim: cannot run the stop command {argv}: {err}", file=sys.stderr)
+        return None
+
+
+def _killpg(pgid: int, signum: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, signum)
+
+
+def _describe(exit_code: int | None, signum: int | None) -> str:
+    if signum is not None:
+        try:
+            name = signal.Signals(signum).name
+        except ValueError:
+            name = f"signal {signum}"
+        return f"the command was killed by {name}"
+    return f"the command exited with code {exit_code}"
+
+
+def _write_exit(
+    directory: Path, exit_code: int | None, signum: int | None, reason: str, message: str
+) -> None:
+    record: dict[str, Any] = {
+        "exit_code": exit_code,
+        "signal": signum,
+        "reason": reason,
+        "message": message,
+        "finished_at": now_iso(),
+    }
+    write_atomically(directory / EXIT, json.dumps(record))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

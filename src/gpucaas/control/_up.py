@@ -1,0 +1,173 @@
+"""``gpucaas up``: API + store + scheduler + the local backend in one process."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import subprocess
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from gpucaas.errors import InvalidRequest
+from gpucaas.fabric import write_atomically
+from gpucaas.topology import get_model
+
+from ._app import create_app
+from ._executor import EngineExecutor, Executor, ProcessExecutor
+from ._local import LocalBackend
+from ._models import TenantCreate
+from ._scheduler import DEFAULT_GRACE_S, Scheduler
+from ._store import Store, sqlite_url
+
+log = logging.getLogger(__name__)
+
+EXECUTORS = ("auto", "process", "podman", "docker")
+CREDENTIALS_FILE = "credentials.json"
+DEMO_TENANT = "demo"
+
+
+@dataclass
+class UpConfig:
+    state_dir: Path
+    listen: str = "127.0.0.1:8080"
+    nodes: int = 100
+    board: str = "hgx-h100-8"
+    executor: str = "auto"
+    store_url: str | None = None
+    policy: str = "best-fit"
+    grace_s: float = DEFAULT_GRACE_S
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def host_port(self) -> tuple[str, int]:
+        host, sep, port = self.listen.rpartition(":")
+        if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+            raise InvalidRequest(f"--listen {self.listen!r} is not HOST:PORT, e.g. 127.0.0.1:8080")
+        return host.strip("[]") or "127.0.0.1", int(port)
+
+
+def _engine_works(binary: str) -> bool:
+    try:
+        return (
+            subprocess.run(
+                [binary, "info"], capture_output=True, timeout=10, check=False
+            ).returncode
+            == 0
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
+def make_executor(name: str) -> Executor:
+    """The executor by name; ``auto`` takes podman, then docker, when their engine answers,
+    else the process executor (with a warning: no isolation)."""
+    if name not in EXECUTORS:
+        raise InvalidRequest(f"--executor {name!r} is not one of {', '.join(EXECUTORS)}")
+    if name == "process":
+        return ProcessExecutor()
+    if name in ("podman", "docker"):
+        return EngineExecutor.from_path(name)
+    for engine in ("podman", "docker"):
+        binary = shutil.which(engine)
+        if binary and _engine_works(binary):
+            return EngineExecutor(engine, binary)
+    log.warning(
+        "no working podman or docker engine: containers run as host processes with NO "
+        "isolation (development only); install podman for real containers"
+    )
+    return ProcessExecutor()
+
+
+@dataclass
+class Credentials:
+    url: str
+    admin_token: str
+    tenant: str
+    tenant_token: str
+
+
+class ControlPlane:
+    """Everything ``gpucaas up`` runs, startable in-process (tests use it too)."""
+
+    def __init__(self, config: UpConfig, executor: Executor | None = None) -> None:
+        if config.nodes < 1:
+            raise InvalidRequest(f"--nodes must be at least 1, got {config.nodes}")
+        self.config = config
+        config.state_dir.mkdir(parents=True, exist_ok=True)
+        self.store = Store(config.store_url or sqlite_url(config.state_dir))
+        model = get_model(config.board)
+        self.backend = LocalBackend(
+            config.state_dir, model, config.nodes, executor or make_executor(config.executor)
+        )
+        self.scheduler = Scheduler(
+            self.store, self.backend, policy=config.policy, grace_s=config.grace_s
+        )
+        self.app = create_app(self.store, self.scheduler, self.backend)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self.scheduler.recover()
+        self._thread = threading.Thread(
+            target=self.scheduler.run, args=(self._stop,), name="scheduler", daemon=True
+        )
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self.scheduler.wake()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+        self.store.close()
+
+    def bootstrap(self, url: str) -> Credentials | None:
+        """On first start: an admin token and a demo tenant, written to the state dir (0600)."""
+        if self.store.has_admin_token():
+            return None
+        admin_secret, _ = self.store.create_token(None, "created by gpucaas up")
+        _, tenant_secret, _ = self.store.create_tenant(
+            TenantCreate(name=DEMO_TENANT, max_gpus=16, max_containers=32, nfs_exports=[])
+        )
+        creds = Credentials(url, admin_secret, DEMO_TENANT, tenant_secret)
+        path = self.config.state_dir / CREDENTIALS_FILE
+        write_atomically(path, json.dumps(creds.__dict__, indent=2) + "\n")
+        os.chmod(path, 0o600)
+        return creds
+
+
+def serve(config: UpConfig, *, announce: Any = print) -> None:
+    """Run until SIGINT/SIGTERM."""
+    import uvicorn
+
+    host, port = config.host_port()
+    plane = ControlPlane(config)
+    url = f"http://{host}:{port}"
+    creds = plane.bootstrap(url)
+    plane.start()
+    executor = plane.backend.executor.name
+    announce(
+        f"gpucaas up: {config.nodes} × {config.board}, policy {config.policy}, executor "
+        f"{executor}, state in {config.state_dir}"
+    )
+    if executor == "process":
+        announce("  executor 'process': commands run as host processes, NO isolation (dev only)")
+    if creds is not None:
+        announce(f"  admin token (shown once; also in {config.state_dir / CREDENTIALS_FILE}):")
+        announce(f"    {creds.admin_token}")
+        announce(f"  tenant '{creds.tenant}' token:")
+        announce(f"    {creds.tenant_token}")
+    announce(f"  dashboard: {url}/    API: {url}/v1    OpenAPI: {url}/openapi.json")
+    announce("  next:")
+    announce(f"    export GPUCAAS_URL={url} GPUCAAS_TOKEN=<the tenant token>")
+    announce("    gpucaas run --gpus 2 --wait docker.io/library/busybox -- sh -c 'echo hi'")
+    announce("    gpucaas ps; gpucaas logs ID")
+    server = uvicorn.Server(
+        uvicorn.Config(plane.app, host=host, port=port, log_level="warning", access_log=False)
+    )
+    try:
+        server.run()
+    finally:
+        plane.stop()
