@@ -7,9 +7,11 @@ import typer
 
 from gpucaas import __version__
 
+from . import admin as _admin
 from . import fabric as _fabric
 from . import node as _node
 from . import sim as _sim
+from . import tenant as _tenant
 from . import topology as _topology
 from . import trace as _trace
 from . import up as _up
@@ -27,6 +29,12 @@ app.add_typer(_fabric.app, name="fabric")
 app.add_typer(_node.app, name="node")
 app.command("sim")(_sim.sim)
 app.command("up")(_up.up)
+app.command("run")(_tenant.run)
+app.command("ps")(_tenant.ps)
+app.command("logs")(_tenant.logs)
+app.command("describe")(_tenant.describe)
+app.command("stop")(_tenant.stop)
+app.add_typer(_admin.app, name="admin")
 
 
 def _version(value: bool) -> None:

@@ -146,7 +146,9 @@ def _error(
 
 
 def _field(loc: tuple[Any, ...]) -> str:
-    parts = [str(p) for p in loc if p not in ("body", "query", "path", "header")]
+    if loc and loc[0] in ("body", "query", "path", "header"):
+        loc = loc[1:]
+    parts = [str(p) for p in loc]
     out = ""
     for p in parts:
         out += f"[{p}]" if p.isdigit() else (f".{p}" if out else p)
@@ -253,6 +255,7 @@ def create_app(store: Store, scheduler: Scheduler, backend: Backend) -> FastAPI:
         if who.tenant is None:
             raise Forbidden("admin tokens do not own containers; use a tenant's token")
         granted = granted_size(body.gpus)
+        store.check_exports(who.tenant, body)
         workload = workload_of(
             {
                 "id": "precheck",

@@ -217,8 +217,18 @@ class Executor(Protocol):
         """Start ``launch`` under a shim; returns once the shim is up."""
         ...
 
-    def stop(self, container_id: str, directory: Path, grace_s: float = DEFAULT_GRACE_S) -> None:
-        """Stop the container (SIGTERM, SIGKILL after ``grace_s``); no-op once it ended."""
+    def stop(
+        self,
+        container_id: str,
+        directory: Path,
+        grace_s: float = DEFAULT_GRACE_S,
+        *,
+        wait: bool = True,
+    ) -> None:
+        """Stop the container (SIGTERM, SIGKILL after ``grace_s``); no-op once it ended.
+
+        With ``wait=False`` it only asks the shim (which keeps the grace period) and returns.
+        """
         ...
 
     def status(self, container_id: str, directory: Path) -> ExecStatus:
@@ -440,10 +450,19 @@ class _ShimExecutor:
         pid, start_time = started.get("pid"), started.get("start_time")
         return pid if isinstance(pid, int) and _alive(pid, start_time) else None
 
-    def stop(self, container_id: str, directory: Path, grace_s: float = DEFAULT_GRACE_S) -> None:
+    def stop(
+        self,
+        container_id: str,
+        directory: Path,
+        grace_s: float = DEFAULT_GRACE_S,
+        *,
+        wait: bool = True,
+    ) -> None:
         """Stop the container and wait (up to ``grace_s`` + a margin) for it to end.
 
-        Idempotent: nothing happens for a container that ended or never started.
+        Idempotent: nothing happens for a container that ended or never started. With
+        ``wait=False`` a live shim is only signalled (it keeps the grace period itself), and
+        an orphaned workload is killed at once; the call never blocks for the grace period.
         """
         try:
             shim = _read_json(directory / SHIM_PID)
@@ -461,6 +480,10 @@ class _ShimExecutor:
             )
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGTERM)
+        if not wait:
+            if not shim_alive:
+                self._after_signal(container_id, directory, 0.0, shim_alive)
+            return
         self._after_signal(container_id, directory, grace_s, shim_alive)
         if not shim_alive:
             return

@@ -155,7 +155,7 @@ class LocalBackend:
     def stop(self, workload: Workload, grace_s: float) -> None:
         directory = self.directory(workload.container_id)
         if (directory / "shim.pid").exists():
-            self.executor.stop(workload.container_id, directory, grace_s)
+            self.executor.stop(workload.container_id, directory, grace_s, wait=False)
 
     def release(self, workload: Workload) -> None:
         if workload.board is None or workload.partition_id is None:

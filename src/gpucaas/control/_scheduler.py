@@ -65,7 +65,9 @@ class _Held:
     workload: Workload
     placement: Placement
     state: State
-    stopping: bool = False
+    stopping: str | None = None
+    """Why it is being stopped (Stopped, Drained), once a stop was asked."""
+    stop_sent: bool = False
 
 
 class Scheduler:
@@ -147,7 +149,8 @@ class Scheduler:
                 seq, State.LOST, "NotAdopted", f"could not re-adopt after a restart: {exc}"
             )
             return None
-        held = _Held(seq, w, placement, State(row["state"]), bool(row["stop_requested"]))
+        stop = (row["stop_reason"] or "Stopped") if row["stop_requested"] else None
+        held = _Held(seq, w, placement, State(row["state"]), stop)
         self._held[seq] = held
         return held
 
@@ -194,7 +197,11 @@ class Scheduler:
             busy = False
             for seq, held in list(self._held.items()):
                 self._follow(seq, held)
-                busy = busy or held.state in (State.PLACING, State.STARTING) or held.stopping
+                busy = (
+                    busy
+                    or held.state in (State.PLACING, State.STARTING)
+                    or held.stopping is not None
+                )
             return busy
 
     def _pull_queued(self) -> None:
@@ -212,12 +219,12 @@ class Scheduler:
 
     def _read_stops(self) -> None:
         seqs = list(self._queued) + list(self._held)
-        for seq, (state, stop_requested) in self.store.states_of(seqs).items():
+        for seq, (state, stop_reason) in self.store.states_of(seqs).items():
             if seq in self._queued and state != State.QUEUED.value:
                 self.queue.remove(seq, self.fleet)
                 del self._queued[seq]
-            elif seq in self._held and stop_requested:
-                self._held[seq].stopping = True
+            elif seq in self._held and stop_reason is not None:
+                self._held[seq].stopping = stop_reason
 
     def _schedule(self) -> None:
         if not self._queued:
@@ -275,16 +282,17 @@ class Scheduler:
             return
         if status.phase is Phase.ABSENT:
             if held.state is State.PLACING:
-                if held.stopping:
-                    self._end(held, State.STOPPED, "Stopped", "stopped before it started")
+                if held.stopping is not None:
+                    self._end(held, State.STOPPED, held.stopping, "stopped before it started")
                 else:
                     self._drive_start(held)  # reserved before a crash, never started
             elif recovering:
                 self._end(held, State.LOST, "NotFound", "the backend has no such workload")
             return
         if status.phase in (Phase.STARTING, Phase.RUNNING):
-            if held.stopping:
+            if held.stopping is not None and not held.stop_sent:
                 self.backend.stop(held.workload, self.grace_s)
+                held.stop_sent = True
             if status.phase is Phase.RUNNING and held.state is not State.RUNNING:
                 self._set(held, State.RUNNING, "Running", "", at=status.started_at)
             elif held.state is State.PLACING:
@@ -298,7 +306,7 @@ class Scheduler:
     def _ended(self, held: _Held, status: WorkloadStatus) -> None:
         code = status.exit_code
         if status.reason == "stopped":
-            state, reason = State.STOPPED, "Stopped"
+            state, reason = State.STOPPED, held.stopping or "Stopped"
         elif status.reason == "deadline":
             state, reason = State.FAILED, "DeadlineExceeded"
         elif status.reason == "spawn-failed":

@@ -366,6 +366,11 @@ class Store:
             raise IdempotencyMismatch(key, row["id"])
         return row
 
+    def check_exports(self, tenant: str, body: ContainerCreate) -> None:
+        """Raise :class:`Forbidden` when ``body`` mounts an NFS export the tenant may not."""
+        if body.nfs:
+            self._check_exports(self.tenant(tenant), body)
+
     @staticmethod
     def _check_exports(tenant: RowMapping, body: ContainerCreate) -> None:
         allowed: list[str] = list(tenant["nfs_exports"])
@@ -538,17 +543,24 @@ class Store:
         with self._tx(read=True) as conn:
             return list(conn.execute(q).mappings().all())
 
-    def states_of(self, seqs: Iterable[int]) -> dict[int, tuple[str, bool]]:
-        """seq → (state, stop_requested) for the given containers."""
+    def states_of(self, seqs: Iterable[int]) -> dict[int, tuple[str, str | None]]:
+        """seq → (state, stop reason or None when no stop was asked) for those containers."""
         ids = list(seqs)
         if not ids:
             return {}
         c = s.containers.c
-        out: dict[int, tuple[str, bool]] = {}
+        out: dict[int, tuple[str, str | None]] = {}
         with self._tx(read=True) as conn:
             for i in range(0, len(ids), 500):
-                q = select(c.seq, c.state, c.stop_requested).where(c.seq.in_(ids[i : i + 500]))
-                out.update({r.seq: (r.state, bool(r.stop_requested)) for r in conn.execute(q)})
+                q = select(c.seq, c.state, c.stop_requested, c.stop_reason).where(
+                    c.seq.in_(ids[i : i + 500])
+                )
+                out.update(
+                    {
+                        r.seq: (r.state, (r.stop_reason or "Stopped") if r.stop_requested else None)
+                        for r in conn.execute(q)
+                    }
+                )
         return out
 
     def reserve(self, seq: int, where: Reservation) -> bool:

@@ -1,0 +1,631 @@
+"""Control-plane benchmark: ``gpucaas up`` over HTTP, as a tenant sees it.
+
+Starts ``gpucaas up --executor process`` as a subprocess (a fresh state directory and
+SQLite store for each section, so one section's backlog does not slow the next) and
+measures, against baselines taken in the same run on the same machine:
+
+1. submit latency under open-loop load: ``POST /v1/containers`` sent on a fixed schedule
+   whether or not earlier requests finished, latency counted from the *scheduled* send
+   time (queueing delay included: no coordinated omission). The containers really run
+   (``true``, so they end at once) while the scheduler works concurrently. Baseline:
+   ``GET /healthz`` at the same rate (the HTTP floor of this server and client).
+   Target: submit p99 < 50 ms with SQLite.
+2. list pages (``GET /v1/containers?limit=50``: first page, a page half-way down, the
+   ``state=succeeded`` and ``label=bench=1`` filters) with about 100 containers of the
+   tenant in the store, then with about 10,000. Target: ratio ~1 (no slowdown).
+3. submit → running with the process executor (``boot_seconds`` from the server's own
+   timestamps) for ``sleep 0.5`` containers at a moderate rate. Baseline: spawning the
+   same command with ``subprocess.Popen`` here and reading its first line.
+   Target: p99 < 1 s.
+
+Times are reported, never asserted: this script gates nothing.
+
+Run: .venv/bin/python benchmarks/bench_control.py [--quick] [--rate R] [--seconds S]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import random
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+NODES = 100
+BOARD = "hgx-h100-8"
+SEED = 1
+SUBMIT_P99_TARGET_MS = 50.0
+BOOT_P99_TARGET_S = 1.0
+LIST_REPEATS = 50
+GROW_CONCURRENCY = 16
+TIMEOUT = httpx.Timeout(30.0)
+LIMITS = httpx.Limits(max_connections=256, max_keepalive_connections=256)
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    rate: float
+    """Submit requests per second (section 1)."""
+    seconds: float
+    """How long the submit load runs."""
+    healthz_seconds: float
+    """How long the /healthz baseline runs (same rate)."""
+    small: int
+    """Containers in the store for the first list measurement."""
+    large: int
+    """Containers in the store for the second one."""
+    boots: int
+    """Containers started in section 3."""
+    boot_rate: float
+    """Their submit rate."""
+
+
+def settings_from(args: argparse.Namespace) -> Settings:
+    if args.quick:
+        rate, seconds = args.rate or 100.0, args.seconds or 5.0
+        return Settings(rate, seconds, seconds, small=100, large=1_000, boots=40, boot_rate=20.0)
+    rate, seconds = args.rate or 200.0, args.seconds or 60.0
+    return Settings(
+        rate, seconds, max(5.0, seconds / 3), small=100, large=10_000, boots=200, boot_rate=20.0
+    )
+
+
+# -- the server ------------------------------------------------------------------------------
+
+
+@dataclass
+class Server:
+    proc: subprocess.Popen[bytes]
+    state_dir: Path
+    url: str
+    admin_token: str
+    log: Path
+
+    def admin(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.admin_token}"}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def gpucaas_script() -> str:
+    script = Path(sys.executable).parent / "gpucaas"
+    if not script.exists():
+        raise SystemExit(f"no gpucaas script next to {sys.executable}; install the project")
+    return str(script)
+
+
+def start_server(root: Path, name: str) -> Server:
+    """``gpucaas up`` in a subprocess with its own state dir; waits for /healthz."""
+    state_dir = root / name
+    log = root / f"{name}.log"
+    url = f"http://127.0.0.1:{free_port()}"
+    command = [
+        gpucaas_script(),
+        "up",
+        "--state-dir",
+        str(state_dir),
+        "--nodes",
+        str(NODES),
+        "--board",
+        BOARD,
+        "--executor",
+        "process",
+        "--listen",
+        url.removeprefix("http://"),
+    ]
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 60
+    while True:
+        if proc.poll() is not None:
+            raise SystemExit(f"gpucaas up exited with {proc.returncode}:\n{log.read_text()}")
+        with contextlib.suppress(httpx.HTTPError, OSError, ValueError, KeyError):
+            if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
+                creds = json.loads((state_dir / "credentials.json").read_text())
+                return Server(proc, state_dir, creds["url"], creds["admin_token"], log)
+        if time.monotonic() > deadline:
+            stop_server_process(proc)
+            raise SystemExit(f"gpucaas up did not answer within 60 s:\n{log.read_text()}")
+        time.sleep(0.1)
+
+
+def stop_server_process(proc: subprocess.Popen[bytes]) -> None:
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def shims_of(state_dir: Path) -> list[int]:
+    """Pids of processes (container shims) whose command line names ``state_dir``."""
+    needle = str(state_dir).encode()
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        with contextlib.suppress(OSError):
+            if needle in (entry / "cmdline").read_bytes():
+                pids.append(int(entry.name))
+    return pids
+
+
+def stop_server(server: Server) -> int:
+    """Stop the server, then any container shim it left; returns how many were left."""
+    stop_server_process(server.proc)
+    left = shims_of(server.state_dir)
+    for pid in left:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGTERM)
+    return len(left)
+
+
+@contextlib.contextmanager
+def running_server(root: Path, name: str) -> Iterator[Server]:
+    server = start_server(root, name)
+    try:
+        yield server
+    finally:
+        left = stop_server(server)
+        if left:
+            print(f"  ({left} container shims were still running at the end; sent SIGTERM)")
+
+
+def create_tenant(server: Server, name: str) -> dict[str, str]:
+    """A tenant with quotas that never bind; returns the headers for its token."""
+    reply = httpx.post(
+        f"{server.url}/v1/admin/tenants",
+        json={"name": name, "max_gpus": 1_000_000, "max_containers": 1_000_000},
+        headers=server.admin(),
+        timeout=TIMEOUT,
+    )
+    reply.raise_for_status()
+    return {"Authorization": f"Bearer {reply.json()['token']['token']}"}
+
+
+def container_body(rng: random.Random, command: Sequence[str]) -> dict[str, Any]:
+    return {
+        "image": "busybox",
+        "command": list(command),
+        "gpus": rng.randint(1, 8),
+        "labels": {"bench": "1"},
+    }
+
+
+# -- statistics ------------------------------------------------------------------------------
+
+
+def percentile(values: Sequence[float], pct: float) -> float:
+    """Nearest-rank percentile (the max is the 100th)."""
+    ordered = sorted(values)
+    rank = max(1, min(len(ordered), round(pct / 100 * len(ordered) + 0.4999)))
+    return ordered[rank - 1]
+
+
+def summary_ms(values: Sequence[float]) -> dict[str, float]:
+    if not values:
+        return {"p50": float("nan"), "p90": float("nan"), "p99": float("nan"), "max": float("nan")}
+    return {
+        "p50": 1000 * percentile(values, 50),
+        "p90": 1000 * percentile(values, 90),
+        "p99": 1000 * percentile(values, 99),
+        "max": 1000 * max(values),
+    }
+
+
+def ratio(a: float, b: float) -> str:
+    return f"{a / b:.2f}×" if b > 0 else "—"
+
+
+# -- 1. open-loop load -----------------------------------------------------------------------
+
+
+@dataclass
+class Load:
+    """One open-loop run: latencies from the scheduled send time, and what went wrong."""
+
+    sent: int = 0
+    latencies: list[float] = field(default_factory=list)
+    errors: Counter[str] = field(default_factory=Counter)
+    max_send_lag: float = 0.0
+    """How late the client sent a request after its scheduled time (client saturation)."""
+    wall: float = 0.0
+    replies: list[httpx.Response] = field(default_factory=list)
+
+
+Send = Callable[[httpx.AsyncClient, int], Awaitable[httpx.Response]]
+
+
+async def open_loop(url: str, rate: float, seconds: float, send: Send, expect: int) -> Load:
+    """Send ``rate × seconds`` requests at ``t0 + i / rate``, each in its own task."""
+    load = Load()
+    count = int(rate * seconds)
+    async with httpx.AsyncClient(base_url=url, timeout=TIMEOUT, limits=LIMITS) as client:
+        loop = asyncio.get_running_loop()
+
+        async def one(i: int, at: float) -> None:
+            try:
+                reply = await send(client, i)
+            except httpx.HTTPError as exc:
+                load.errors[type(exc).__name__] += 1
+                return
+            done = loop.time()
+            if reply.status_code != expect:
+                load.errors[f"HTTP {reply.status_code}"] += 1
+                load.replies.append(reply)
+                return
+            load.latencies.append(done - at)
+            load.replies.append(reply)
+
+        tasks = []
+        t0 = loop.time() + 0.1
+        for i in range(count):
+            at = t0 + i / rate
+            delay = at - loop.time()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            else:
+                load.max_send_lag = max(load.max_send_lag, -delay)
+            tasks.append(asyncio.create_task(one(i, at)))
+            load.sent += 1
+        await asyncio.gather(*tasks)
+        load.wall = loop.time() - t0
+    return load
+
+
+def submit_sender(headers: dict[str, str], command: Sequence[str], seed: int) -> Send:
+    rng = random.Random(seed)
+
+    async def send(client: httpx.AsyncClient, _i: int) -> httpx.Response:
+        return await client.post(
+            "/v1/containers", json=container_body(rng, command), headers=headers
+        )
+
+    return send
+
+
+async def healthz(client: httpx.AsyncClient, _i: int) -> httpx.Response:
+    return await client.get("/healthz")
+
+
+def print_load_table(rows: list[tuple[str, Load]], rate: float) -> None:
+    print(f"{'':18}{'sent':>7}{'ok':>7}{'errors':>8}{'p50':>9}{'p90':>9}{'p99':>9}{'max':>9}")
+    for name, load in rows:
+        s = summary_ms(load.latencies)
+        print(
+            f"{name:18}{load.sent:>7}{len(load.latencies):>7}{sum(load.errors.values()):>8}"
+            f"{s['p50']:>9.1f}{s['p90']:>9.1f}{s['p99']:>9.1f}{s['max']:>9.1f}   (ms)"
+        )
+    for name, load in rows:
+        if load.errors:
+            print(f"  {name} errors: {dict(load.errors)}")
+        achieved = load.sent / load.wall if load.wall else 0.0
+        print(
+            f"  {name}: {achieved:.0f} req/s over {load.wall:.1f} s (asked {rate:g}/s); client "
+            f"sent up to {1000 * load.max_send_lag:.1f} ms late"
+        )
+
+
+def server_errors(load: Load) -> list[str]:
+    """The first few non-2xx replies, for the report."""
+    out = []
+    for reply in load.replies:
+        if reply.status_code >= 400 and len(out) < 3:
+            out.append(f"HTTP {reply.status_code}: {reply.text[:300]}")
+    return out
+
+
+def section_submit(root: Path, settings: Settings) -> None:
+    print(
+        f"\n1. Submit latency, open loop at {settings.rate:g}/s for {settings.seconds:g} s "
+        "(latency from the scheduled send time)"
+    )
+    print(
+        "   containers run `true` with the process executor while the scheduler places and "
+        "follows them concurrently (the realistic case, not an idle store)"
+    )
+    with running_server(root, "submit") as server:
+        headers = create_tenant(server, "bench")
+        base = asyncio.run(
+            open_loop(server.url, settings.rate, settings.healthz_seconds, healthz, 200)
+        )
+        send = submit_sender(headers, ["true"], SEED)
+        load = asyncio.run(open_loop(server.url, settings.rate, settings.seconds, send, 201))
+        states = state_counts(server, headers)
+    print_load_table([("GET /healthz", base), ("POST /v1/containers", load)], settings.rate)
+    for line in server_errors(load):
+        print(f"  {line}")
+    sub, hz = summary_ms(load.latencies)["p99"], summary_ms(base.latencies)["p99"]
+    met = "met" if sub < SUBMIT_P99_TARGET_MS and not load.errors else "NOT met"
+    print(f"  store right after the load: {states}")
+    print(
+        f"submit p99 / healthz p99 = {ratio(sub, hz)} ({sub:.1f} / {hz:.1f} ms); "
+        f"target p99 < {SUBMIT_P99_TARGET_MS:g} ms with SQLite: {met}"
+    )
+
+
+def state_counts(server: Server, headers: dict[str, str]) -> dict[str, int]:
+    """Containers of the tenant by state (admin /v1/admin/tenants has only active ones)."""
+    counts: Counter[str] = Counter()
+    token: str | None = None
+    with httpx.Client(base_url=server.url, headers=headers, timeout=TIMEOUT) as client:
+        while True:
+            params: dict[str, Any] = {"limit": 500}
+            if token:
+                params["page_token"] = token
+            page = client.get("/v1/containers", params=params).json()
+            counts.update(item["state"] for item in page["items"])
+            token = page["next_page_token"]
+            if not token:
+                return dict(sorted(counts.items()))
+
+
+# -- 2. list pages ---------------------------------------------------------------------------
+
+
+ListCase = tuple[str, dict[str, Any]]
+
+
+def page_token_at(client: httpx.Client, depth: int) -> str | None:
+    """The page token that starts the page after the ``depth`` newest containers."""
+    token: str | None = None
+    seen = 0
+    while seen < depth:
+        params: dict[str, Any] = {"limit": min(500, depth - seen)}
+        if token:
+            params["page_token"] = token
+        page = client.get("/v1/containers", params=params).json()
+        seen += len(page["items"])
+        token = page["next_page_token"]
+        if not token:
+            return None
+    return token
+
+
+def list_cases(client: httpx.Client, stored: int) -> list[ListCase]:
+    deep = page_token_at(client, stored // 2)
+    return [
+        ("first page", {"limit": 50}),
+        (f"page after {stored // 2:,}", {"limit": 50, "page_token": deep}),
+        ("state=succeeded", {"limit": 50, "state": "succeeded"}),
+        ("label=bench=1", {"limit": 50, "label": "bench=1"}),
+    ]
+
+
+def time_lists(server: Server, headers: dict[str, str], stored: int) -> dict[str, float]:
+    """Median seconds of ``LIST_REPEATS`` sequential requests of each case."""
+    out = {}
+    with httpx.Client(base_url=server.url, headers=headers, timeout=TIMEOUT) as client:
+        for name, params in list_cases(client, stored):
+            client.get("/v1/containers", params=params).raise_for_status()  # warm up
+            times = []
+            for _ in range(LIST_REPEATS):
+                start = time.perf_counter()
+                reply = client.get("/v1/containers", params=params)
+                times.append(time.perf_counter() - start)
+                reply.raise_for_status()
+                if not reply.json()["items"]:
+                    raise SystemExit(f"list {name} came back empty: {params}")
+            out[name.split(" after")[0]] = statistics.median(times)
+    return out
+
+
+async def submit_many(
+    server: Server, headers: dict[str, str], count: int, command: Sequence[str], seed: int
+) -> list[str]:
+    """Submit ``count`` containers, ``GROW_CONCURRENCY`` at a time; returns their ids."""
+    rng = random.Random(seed)
+    gate = asyncio.Semaphore(GROW_CONCURRENCY)
+    async with httpx.AsyncClient(
+        base_url=server.url, headers=headers, timeout=TIMEOUT, limits=LIMITS
+    ) as client:
+
+        async def one() -> str:
+            async with gate:
+                reply = await client.post("/v1/containers", json=container_body(rng, command))
+                reply.raise_for_status()
+                return str(reply.json()["id"])
+
+        return list(await asyncio.gather(*(one() for _ in range(count))))
+
+
+async def stop_all(server: Server, headers: dict[str, str], ids: Sequence[str]) -> None:
+    gate = asyncio.Semaphore(GROW_CONCURRENCY)
+    async with httpx.AsyncClient(
+        base_url=server.url, headers=headers, timeout=TIMEOUT, limits=LIMITS
+    ) as client:
+
+        async def one(cid: str) -> None:
+            async with gate:
+                (await client.delete(f"/v1/containers/{cid}")).raise_for_status()
+
+        await asyncio.gather(*(one(cid) for cid in ids))
+
+
+def cordon_fleet(server: Server, cordoned: bool) -> None:
+    with httpx.Client(base_url=server.url, headers=server.admin(), timeout=TIMEOUT) as client:
+        boards = [b["name"] for b in client.get("/v1/admin/fleet").json()["boards"]]
+        for board in boards:
+            client.put(
+                f"/v1/admin/boards/{board}/cordon", json={"cordoned": cordoned}
+            ).raise_for_status()
+
+
+def wait_final(server: Server, headers: dict[str, str], ids: Sequence[str], limit_s: float) -> None:
+    """Until every container in ``ids`` is in a final state (or ``limit_s`` passes)."""
+    final = {"succeeded", "failed", "stopped", "lost"}
+    pending = set(ids)
+    deadline = time.monotonic() + limit_s
+    with httpx.Client(base_url=server.url, headers=headers, timeout=TIMEOUT) as client:
+        while pending and time.monotonic() < deadline:
+            for cid in list(pending):
+                if client.get(f"/v1/containers/{cid}").json()["state"] in final:
+                    pending.discard(cid)
+            if pending:
+                time.sleep(0.2)
+    if pending:
+        raise SystemExit(f"{len(pending)} containers did not end within {limit_s:g} s")
+
+
+def section_lists(root: Path, settings: Settings) -> None:
+    small, large = settings.small, settings.large
+    print(
+        f"\n2. List pages (limit=50), median of {LIST_REPEATS} sequential requests, with "
+        f"{small:,} then {large:,} containers of the tenant in the store"
+    )
+    print(
+        f"   the first {small:,} ran `true` and succeeded; the other {large - small:,} were "
+        "submitted with the fleet cordoned and stopped while queued (the newest rows), so the "
+        "state=succeeded page lies under all of them; the scheduler is idle while timing"
+    )
+    with running_server(root, "lists") as server:
+        headers = create_tenant(server, "bench")
+        first = asyncio.run(submit_many(server, headers, small, ["true"], SEED))
+        wait_final(server, headers, first, limit_s=120)
+        at_small = time_lists(server, headers, small)
+        cordon_fleet(server, True)
+        started = time.perf_counter()
+        more = asyncio.run(submit_many(server, headers, large - small, ["true"], SEED + 1))
+        grow_s = time.perf_counter() - started
+        asyncio.run(stop_all(server, headers, more))
+        time.sleep(1.0)  # one idle scheduler pass drops the stopped ones from its queue
+        states = state_counts(server, headers)
+        at_large = time_lists(server, headers, large)
+    print(
+        f"   grew by {large - small:,} submits in {grow_s:.1f} s at concurrency "
+        f"{GROW_CONCURRENCY} ({(large - small) / grow_s:.0f}/s); store: {states}"
+    )
+    print(f"{'':18}{f'{small:,} (ms)':>12}{f'{large:,} (ms)':>14}{'ratio':>9}")
+    for name, t_small in at_small.items():
+        t_large = at_large[name]
+        print(
+            f"{name:18}{1000 * t_small:>12.2f}{1000 * t_large:>14.2f}{ratio(t_large, t_small):>9}"
+        )
+    worst = max(at_large[n] / at_small[n] for n in at_small)
+    verdict = "does not slow" if worst < 1.5 else "SLOWS"
+    print(f"list latency at {large:,} / at {small:,}: worst {worst:.2f}× (target ~1): {verdict}")
+
+
+# -- 3. submit → running ---------------------------------------------------------------------
+
+
+BOOT_COMMAND = ("sh", "-c", "echo up; sleep 0.5")
+
+
+def spawn_times(count: int) -> list[float]:
+    """Seconds from Popen to the first line of the same command, run here."""
+    out = []
+    for _ in range(count):
+        start = time.perf_counter()
+        proc = subprocess.Popen(BOOT_COMMAND, stdout=subprocess.PIPE)
+        assert proc.stdout is not None
+        proc.stdout.readline()
+        out.append(time.perf_counter() - start)
+        proc.kill()
+        proc.wait()
+        proc.stdout.close()
+    return out
+
+
+def boot_seconds(server: Server, headers: dict[str, str], ids: Sequence[str]) -> list[float]:
+    with httpx.Client(base_url=server.url, headers=headers, timeout=TIMEOUT) as client:
+        out = []
+        for cid in ids:
+            view = client.get(f"/v1/containers/{cid}").json()
+            if view["boot_seconds"] is None:
+                raise SystemExit(f"container {cid} never ran: {view['state']} {view['message']}")
+            out.append(float(view["boot_seconds"]))
+    return out
+
+
+def section_boot(root: Path, settings: Settings) -> None:
+    print(
+        f"\n3. Submit → running, process executor: {settings.boots} containers "
+        f"`{' '.join(BOOT_COMMAND[:2])} '{BOOT_COMMAND[2]}'` at {settings.boot_rate:g}/s"
+    )
+    print(
+        "   boot_seconds = created → running from the server's timestamps; baseline: "
+        "Popen of the same command here until its first line"
+    )
+    with running_server(root, "boot") as server:
+        headers = create_tenant(server, "bench")
+        send = submit_sender(headers, BOOT_COMMAND, SEED)
+        load = asyncio.run(
+            open_loop(
+                server.url, settings.boot_rate, settings.boots / settings.boot_rate, send, 201
+            )
+        )
+        ids = [str(r.json()["id"]) for r in load.replies if r.status_code == 201]
+        wait_final(server, headers, ids, limit_s=120)
+        boots = boot_seconds(server, headers, ids)
+    spawns = spawn_times(len(boots))
+    b, p = summary_ms(boots), summary_ms(spawns)
+    print(f"{'':22}{'n':>6}{'p50':>9}{'p90':>9}{'p99':>9}{'max':>9}")
+    for name, n, s in (
+        ("gpucaas boot_seconds", len(boots), b),
+        ("Popen → first line", len(spawns), p),
+    ):
+        print(
+            f"{name:22}{n:>6}{s['p50']:>9.1f}{s['p90']:>9.1f}{s['p99']:>9.1f}{s['max']:>9.1f}   (ms)"
+        )
+    if load.errors:
+        print(f"  submit errors: {dict(load.errors)}")
+    met = "met" if b["p99"] < 1000 * BOOT_P99_TARGET_S else "NOT met"
+    print(
+        f"boot p50 / spawn p50 = {ratio(b['p50'], p['p50'])}, p99 / p99 = "
+        f"{ratio(b['p99'], p['p99'])}; target boot p99 < {BOOT_P99_TARGET_S:g} s: {met}"
+    )
+
+
+# -- main ------------------------------------------------------------------------------------
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--quick", action="store_true", help="everything small (under a minute)")
+    parser.add_argument("--rate", type=float, help="submit requests/s (default 200; quick 100)")
+    parser.add_argument("--seconds", type=float, help="submit load duration (default 60; quick 5)")
+    args = parser.parse_args(argv)
+    settings = settings_from(args)
+    started = time.perf_counter()
+    print(
+        f"gpucaas up, {NODES} × {BOARD}, executor process, SQLite; client and server share "
+        f"this machine: {os.cpu_count()} CPUs (timings are noisy; compare the ratios)"
+    )
+    print(
+        f"parameters: submit {settings.rate:g}/s × {settings.seconds:g} s, healthz "
+        f"{settings.rate:g}/s × {settings.healthz_seconds:g} s; lists at {settings.small:,} and "
+        f"{settings.large:,}; {settings.boots} boots at {settings.boot_rate:g}/s; seed {SEED}; "
+        f"Python {sys.version.split()[0]}"
+    )
+    with tempfile.TemporaryDirectory(prefix="bench-control-") as tmp:
+        root = Path(tmp)
+        section_submit(root, settings)
+        section_lists(root, settings)
+        section_boot(root, settings)
+    print(f"\n{time.perf_counter() - started:.0f} s wall")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,444 @@
+"""A small synchronous client of the HTTP API (what the ``gpucaas`` CLI calls).
+
+One method per API call; replies are the API's JSON as plain dicts. Every failure is a
+:class:`gpucaas.errors.GpucaasError`: HTTP errors become :class:`ApiError` subclasses that
+keep the server's status, type and message; an unreachable server becomes
+:class:`ApiUnavailable` naming the URL. httpx exceptions never escape.
+
+::
+
+    GpucaasError
+    ├── InvalidRequest
+    │   └── ApiInvalidRequest     4xx except 409 (also ApiError)
+    ├── Conflict
+    │   └── ApiConflict           409 (also ApiError)
+    ├── Unavailable
+    │   ├── ApiUnavailable        503, other 5xx, connection errors (also ApiError)
+    │   └── WaitTimeout           wait() ran out of time
+    └── ApiError                  base of the three Api* errors
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import tomllib
+import uuid
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Any, TypeVar
+
+import httpx
+
+from gpucaas.errors import Conflict, GpucaasError, InvalidRequest, Unavailable
+
+from ._models import FINAL_STATES
+
+__all__ = [
+    "DEFAULT_URL",
+    "ApiConflict",
+    "ApiError",
+    "ApiInvalidRequest",
+    "ApiUnavailable",
+    "Client",
+    "ClientConfig",
+    "WaitTimeout",
+    "default_config_path",
+]
+
+DEFAULT_URL = "http://127.0.0.1:8080"
+URL_ENV = "GPUCAAS_URL"
+TOKEN_ENV = "GPUCAAS_TOKEN"
+CONFIG_ENV = "GPUCAAS_CONFIG"
+FINAL_STATE_NAMES = frozenset(s.value for s in FINAL_STATES)
+
+_T = TypeVar("_T")
+
+
+class ApiError(GpucaasError):
+    """The API answered with an error (or could not be reached: ``status`` 0)."""
+
+    def __init__(
+        self,
+        status: int,
+        type: str,
+        message: str,
+        details: list[dict[str, Any]] | None = None,
+    ) -> None:
+        super().__init__(status, type, message)
+        self.status = status
+        self.type = type
+        self.message = message
+        self.details = details or []
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class ApiInvalidRequest(ApiError, InvalidRequest):
+    """4xx other than 409: fix the request (or the token)."""
+
+
+class ApiConflict(ApiError, Conflict):
+    """409: the state changed, or the name exists."""
+
+
+class ApiUnavailable(ApiError, Unavailable):
+    """503, another 5xx, or no connection: retry later, or start/fix the server."""
+
+
+class WaitTimeout(Unavailable):
+    """The container did not reach the awaited states in time."""
+
+    def __init__(self, container_id: str, state: str, timeout: float) -> None:
+        super().__init__(container_id, state, timeout)
+        self.container_id = container_id
+        self.state = state
+        self.timeout = timeout
+
+    def __str__(self) -> str:
+        return (
+            f"container {self.container_id} is still {self.state} after {self.timeout:g}s; "
+            "wait longer or stop it"
+        )
+
+
+def error_for(status: int, kind: str, message: str, details: Any = None) -> ApiError:
+    """The ApiError subclass for an HTTP status."""
+    cls: type[ApiError]
+    if status == 409:
+        cls = ApiConflict
+    elif 400 <= status < 500:
+        cls = ApiInvalidRequest
+    else:
+        cls = ApiUnavailable
+    return cls(status, kind, message, details if isinstance(details, list) else None)
+
+
+def default_config_path(env: Mapping[str, str] | None = None) -> Path:
+    """``$GPUCAAS_CONFIG``, else ``~/.config/gpucaas/config.toml``."""
+    env = os.environ if env is None else env
+    if env.get(CONFIG_ENV):
+        return Path(env[CONFIG_ENV])
+    return Path.home() / ".config" / "gpucaas" / "config.toml"
+
+
+@dataclass(frozen=True)
+class ClientConfig:
+    """Where the API is and which token to send."""
+
+    url: str
+    token: str
+
+    @classmethod
+    def resolve(
+        cls,
+        url_flag: str | None,
+        token_flag: str | None,
+        *,
+        env: Mapping[str, str] | None = None,
+        config_path: Path | None = None,
+    ) -> ClientConfig:
+        """Flags, else ``GPUCAAS_URL``/``GPUCAAS_TOKEN``, else the config file, else (URL
+        only) ``http://127.0.0.1:8080``. Raises InvalidRequest when no token is given."""
+        env = os.environ if env is None else env
+        path = config_path if config_path is not None else default_config_path(env)
+        file = _read_config(path)
+        url = url_flag or env.get(URL_ENV) or file.get("url") or DEFAULT_URL
+        token = token_flag or env.get(TOKEN_ENV) or file.get("token")
+        if not token:
+            raise InvalidRequest(
+                f'no API token: pass --token, set {TOKEN_ENV}, or write token = "..." in '
+                f"{path} (gpucaas up printed one and saved it in STATE_DIR/credentials.json)"
+            )
+        return cls(url=url.rstrip("/"), token=token)
+
+    def client(self, **kwargs: Any) -> Client:
+        return Client(self.url, self.token, **kwargs)
+
+
+def _read_config(path: Path) -> dict[str, str]:
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return {}
+    except OSError as exc:
+        raise InvalidRequest(f"cannot read the config file {path}: {exc.strerror}") from exc
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise InvalidRequest(f"the config file {path} is not valid TOML: {exc}") from exc
+    out: dict[str, str] = {}
+    for key in ("url", "token"):
+        value = data.get(key)
+        if value is None:
+            continue
+        if not isinstance(value, str):
+            raise InvalidRequest(f'{path}: {key} must be a string, e.g. {key} = "..."')
+        out[key] = value
+    return out
+
+
+class Client:
+    """The gpucaas API over HTTP. Use as a context manager, or call :meth:`close`.
+
+    Connection errors are retried ``retries`` times, and other transport errors too for
+    calls that are safe to repeat (reads, PUT/DELETE, and ``run``, which sends an
+    Idempotency-Key so a retry never creates a second container).
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        token: str,
+        *,
+        timeout: float = 30,
+        transport: httpx.BaseTransport | None = None,
+        retries: int = 1,
+        retry_delay_s: float = 0.5,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.retries = retries
+        self.retry_delay_s = retry_delay_s
+        self._http = httpx.Client(
+            base_url=self.base_url,
+            headers={"Authorization": f"Bearer {token}", "User-Agent": "gpucaas-cli"},
+            timeout=timeout,
+            transport=transport,
+        )
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # -- plumbing ------------------------------------------------------------------------
+
+    def _unreachable(self, exc: httpx.HTTPError) -> ApiUnavailable:
+        reason = str(exc) or type(exc).__name__
+        return ApiUnavailable(
+            0,
+            type(exc).__name__,
+            f"cannot reach the gpucaas API at {self.base_url} ({reason}); is `gpucaas up` "
+            "running? (set the URL with --url or GPUCAAS_URL)",
+        )
+
+    def _with_retry(self, call: Callable[[], _T], *, safe: bool) -> _T:
+        attempt = 0
+        while True:
+            try:
+                return call()
+            except httpx.TransportError as exc:
+                retryable = safe or isinstance(exc, httpx.ConnectError)
+                if not retryable or attempt >= self.retries:
+                    raise self._unreachable(exc) from exc
+                attempt += 1
+                time.sleep(self.retry_delay_s)
+            except httpx.HTTPError as exc:
+                raise self._unreachable(exc) from exc
+
+    def _raise_for(self, response: httpx.Response) -> None:
+        if response.status_code < 400:
+            return
+        status = response.status_code
+        try:
+            body = response.json()
+            err = body["error"]
+            kind, message = str(err["type"]), str(err["message"])
+            details = err.get("details")
+        except (ValueError, KeyError, TypeError):
+            text = response.text.strip()[:300]
+            kind, message, details = "HTTPError", f"HTTP {status} from {self.base_url}", None
+            if text:
+                message += f": {text}"
+        raise error_for(status, kind, message, details)
+
+    def _call(
+        self,
+        method: str,
+        path: str,
+        *,
+        json: Any = None,
+        params: Any = None,
+        headers: Mapping[str, str] | None = None,
+        safe: bool | None = None,
+    ) -> Any:
+        if safe is None:
+            safe = method in ("GET", "PUT", "DELETE")
+
+        def once() -> httpx.Response:
+            return self._http.request(method, path, json=json, params=params, headers=headers)
+
+        response = self._with_retry(once, safe=safe)
+        self._raise_for(response)
+        if response.status_code == 204 or not response.content:
+            return None
+        try:
+            return response.json()
+        except ValueError as exc:
+            raise ApiUnavailable(
+                response.status_code,
+                "BadReply",
+                f"{self.base_url} answered {method} {path} with something that is not JSON; "
+                "is it a gpucaas API?",
+            ) from exc
+
+    # -- containers ------------------------------------------------------------------------
+
+    def run(self, body: Mapping[str, Any], idempotency_key: str | None = None) -> dict[str, Any]:
+        """``POST /v1/containers``; a retry resends the same Idempotency-Key."""
+        key = idempotency_key or str(uuid.uuid4())
+        result: dict[str, Any] = self._call(
+            "POST", "/v1/containers", json=dict(body), headers={"Idempotency-Key": key}, safe=True
+        )
+        return result
+
+    def containers(
+        self,
+        state: Iterable[str] | None = None,
+        label: Mapping[str, str] | Iterable[str] | None = None,
+        limit: int | None = None,
+        page_token: str | None = None,
+        all_pages: bool = False,
+    ) -> list[dict[str, Any]]:
+        """Containers, newest first; with ``all_pages`` it follows ``next_page_token``."""
+        labels = (
+            [f"{k}={v}" for k, v in label.items()] if isinstance(label, Mapping) else label or []
+        )
+        params: dict[str, Any] = {"state": list(state or []), "label": list(labels)}
+        if limit is not None:
+            params["limit"] = limit
+        items: list[dict[str, Any]] = []
+        token = page_token
+        while True:
+            page = self._call(
+                "GET", "/v1/containers", params={**params, "page_token": token} if token else params
+            )
+            items.extend(page["items"])
+            token = page.get("next_page_token")
+            if not all_pages or not token:
+                return items
+
+    def container(self, container_id: str) -> dict[str, Any]:
+        result: dict[str, Any] = self._call("GET", f"/v1/containers/{_seg(container_id)}")
+        return result
+
+    def events(self, container_id: str) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = self._call(
+            "GET", f"/v1/containers/{_seg(container_id)}/events"
+        )["items"]
+        return result
+
+    def logs(self, container_id: str, follow: bool = False) -> Iterator[bytes]:
+        """The container's output as it arrives (``follow``: until it ends)."""
+        path = f"/v1/containers/{_seg(container_id)}/logs"
+        params = {"follow": "true" if follow else "false"}
+        request = self._http.build_request("GET", path, params=params, timeout=None)
+        response = self._with_retry(lambda: self._http.send(request, stream=True), safe=True)
+        try:
+            if response.status_code >= 400:
+                response.read()
+                self._raise_for(response)
+            try:
+                yield from response.iter_bytes()
+            except httpx.HTTPError as exc:
+                raise self._unreachable(exc) from exc
+        finally:
+            response.close()
+
+    def stop(self, container_id: str) -> dict[str, Any]:
+        result: dict[str, Any] = self._call("DELETE", f"/v1/containers/{_seg(container_id)}")
+        return result
+
+    def wait(
+        self,
+        container_id: str,
+        states: Iterable[str] = FINAL_STATE_NAMES,
+        timeout: float | None = None,
+        poll_s: float = 0.2,
+    ) -> dict[str, Any]:
+        """Poll until the container is in one of ``states`` (default: a final one)."""
+        wanted = {str(s) for s in states}
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            current = self.container(container_id)
+            if current["state"] in wanted:
+                return current
+            if deadline is not None and time.monotonic() >= deadline:
+                raise WaitTimeout(container_id, current["state"], timeout or 0.0)
+            time.sleep(poll_s)
+
+    # -- admin -----------------------------------------------------------------------------
+
+    def create_tenant(
+        self,
+        name: str,
+        max_gpus: int | None = None,
+        max_containers: int | None = None,
+        nfs_exports: Iterable[str] = (),
+    ) -> dict[str, Any]:
+        """Create a tenant; the reply holds its first token's secret (shown once)."""
+        body: dict[str, Any] = {"name": name, "nfs_exports": list(nfs_exports)}
+        if max_gpus is not None:
+            body["max_gpus"] = max_gpus
+        if max_containers is not None:
+            body["max_containers"] = max_containers
+        result: dict[str, Any] = self._call("POST", "/v1/admin/tenants", json=body)
+        return result
+
+    def tenants(self) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = self._call("GET", "/v1/admin/tenants")["items"]
+        return result
+
+    def delete_tenant(self, name: str) -> None:
+        self._call("DELETE", f"/v1/admin/tenants/{_seg(name)}")
+
+    def create_token(self, tenant: str | None, label: str = "") -> dict[str, Any]:
+        """A new token of ``tenant``, or an admin token when ``tenant`` is None."""
+        path = "/v1/admin/tokens" if tenant is None else f"/v1/admin/tenants/{_seg(tenant)}/tokens"
+        result: dict[str, Any] = self._call("POST", path, json={"label": label})
+        return result
+
+    def tokens(self, tenant: str | None = None) -> list[dict[str, Any]]:
+        params = {"tenant": tenant} if tenant is not None else None
+        result: list[dict[str, Any]] = self._call("GET", "/v1/admin/tokens", params=params)["items"]
+        return result
+
+    def revoke_token(self, token_id: str) -> dict[str, Any]:
+        result: dict[str, Any] = self._call("DELETE", f"/v1/admin/tokens/{_seg(token_id)}")
+        return result
+
+    def fleet(self) -> dict[str, Any]:
+        result: dict[str, Any] = self._call("GET", "/v1/admin/fleet")
+        return result
+
+    def cordon(
+        self, board: str, module_id: int | None = None, cordoned: bool = True
+    ) -> dict[str, Any]:
+        """Cordon (or uncordon) a board, or one GPU of it; returns the board's view."""
+        path = f"/v1/admin/boards/{_seg(board)}"
+        if module_id is not None:
+            path += f"/gpus/{module_id}"
+        result: dict[str, Any] = self._call("PUT", path + "/cordon", json={"cordoned": cordoned})
+        return result
+
+    def drain(self, board: str) -> dict[str, Any]:
+        """Cordon a board and stop its containers."""
+        result: dict[str, Any] = self._call("POST", f"/v1/admin/boards/{_seg(board)}/drain")
+        return result
+
+
+def _seg(value: str) -> str:
+    """One URL path segment, escaped (an ID with '/' must not reach another route)."""
+    from urllib.parse import quote
+
+    return quote(value, safe="")
