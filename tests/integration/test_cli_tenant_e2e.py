@@ -18,6 +18,7 @@ import pytest
 import uvicorn
 
 from gpucaas.control import ControlPlane, UpConfig
+from gpucaas.control._client import Client
 
 
 @dataclass
@@ -63,16 +64,41 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         plane.stop()
 
 
-def run(
-    server: Server, *args: str, token: str | None = None, timeout: float = 30
-) -> subprocess.CompletedProcess[str]:
+def start(server: Server, *args: str, token: str | None = None) -> subprocess.Popen[str]:
+    """The console script with the server's URL and a token (the tenant's by default)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("GPUCAAS_")}
     env["GPUCAAS_URL"] = server.url
     env["GPUCAAS_TOKEN"] = server.tenant_token if token is None else token
     env["GPUCAAS_CONFIG"] = os.devnull  # never a developer's own config file
-    return subprocess.run(
-        [gpucaas(), *args], capture_output=True, text=True, timeout=timeout, env=env
+    return subprocess.Popen(
+        [gpucaas(), *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
     )
+
+
+def finish(proc: subprocess.Popen[str], timeout: float = 30) -> subprocess.CompletedProcess[str]:
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, err = proc.communicate()
+        raise AssertionError(f"{proc.args} ran past {timeout}s: {out}{err}") from None
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
+def run(server: Server, *args: str, token: str | None = None) -> subprocess.CompletedProcess[str]:
+    return finish(start(server, *args, token=token))
+
+
+def run_all(
+    server: Server, *calls: tuple[str, ...], token: str | None = None
+) -> list[subprocess.CompletedProcess[str]]:
+    """Several commands at once (each start costs the interpreter's import time)."""
+    procs = [start(server, *args, token=token) for args in calls]
+    return [finish(p) for p in procs]
+
+
+def api(server: Server, token: str | None = None) -> Client:
+    return Client(server.url, token or server.tenant_token)
 
 
 def test_run_wait_exits_with_the_containers_code(server: Server) -> None:
@@ -95,93 +121,87 @@ def test_ps_describe_logs_and_stop(server: Server) -> None:
                "echo started; sleep 30")  # fmt: skip
     assert done.returncode == 0, done.stderr
     cid = done.stdout.split()[0]
+    with api(server) as client:
+        client.wait(cid, states=["running"], timeout=10)
+        deadline = time.monotonic() + 10
+        while b"started" not in b"".join(client.logs(cid)):
+            assert time.monotonic() < deadline, "no output"
+            time.sleep(0.1)
 
-    listed = run(server, "ps")
+    listed, as_json, described, logs = run_all(
+        server, ("ps",), ("ps", "--json"), ("describe", cid), ("logs", cid)
+    )
     assert listed.returncode == 0, listed.stderr
     assert listed.stdout.startswith("ID ")
     assert cid in listed.stdout and "sleeper" in listed.stdout
-
-    as_json = run(server, "ps", "--json")
-    assert as_json.returncode == 0
     assert cid in [c["id"] for c in json.loads(as_json.stdout)["items"]]
-
-    deadline = time.monotonic() + 10
-    while "started" not in (logs := run(server, "logs", cid)).stdout:
-        assert time.monotonic() < deadline, logs
-        time.sleep(0.2)
-
-    described = run(server, "describe", cid)
     assert described.returncode == 0, described.stderr
     for field in ("board:", "partition id:", "module ids:", "boot seconds:", "running:"):
         assert field in described.stdout
+    assert logs.returncode == 0 and "started" in logs.stdout
 
     stopped = run(server, "stop", cid)
     assert stopped.returncode == 0, stopped.stderr
     assert stopped.stdout.startswith(cid)
-    deadline = time.monotonic() + 10
-    while (state := json.loads(run(server, "describe", cid, "--json").stdout)["state"]) != (
-        "stopped"
-    ):
-        assert time.monotonic() < deadline, state
-        time.sleep(0.2)
-    assert cid not in run(server, "ps").stdout
-    assert cid in run(server, "ps", "--all").stdout
+    with api(server) as client:
+        assert client.wait(cid, timeout=10)["state"] == "stopped"
+    active, everything = run_all(server, ("ps",), ("ps", "--all", "--json"))
+    assert cid not in active.stdout
+    mine = [c for c in json.loads(everything.stdout)["items"] if c["id"] == cid]
+    assert [c["state"] for c in mine] == ["stopped"]
 
 
-def test_admin_tenants_and_tokens(server: Server) -> None:
+def test_admin_tenants_tokens_and_fleet(server: Server) -> None:
     admin = server.admin_token
     created = run(server, "admin", "tenant", "create", "vision", "--max-gpus", "4",
                   "--nfs-export", "nfs1:/datasets", token=admin)  # fmt: skip
     assert created.returncode == 0, created.stderr
     assert "vision" in created.stdout and "gpc_" in created.stdout
 
-    listed = run(server, "admin", "tenant", "list", token=admin)
-    assert listed.returncode == 0
+    listed, new, fleet = run_all(
+        server,
+        ("admin", "tenant", "list"),
+        ("admin", "token", "create", "--tenant", "vision", "--label", "ci", "--json"),
+        ("admin", "fleet"),
+        token=admin,
+    )
+    assert listed.returncode == 0, listed.stderr
     assert {"demo", "vision"} <= {line.split()[0] for line in listed.stdout.splitlines()[1:]}
-
-    new = run(server, "admin", "token", "create", "--tenant", "vision", "--label", "ci",
-              "--json", token=admin)  # fmt: skip
     assert new.returncode == 0, new.stderr
     token = json.loads(new.stdout)
-    assert run(server, "ps", token=token["token"]).returncode == 0
-    assert token["id"] in run(server, "admin", "token", "list", "--tenant", "vision",
-                              token=admin).stdout  # fmt: skip
-
-    revoked = run(server, "admin", "token", "revoke", token["id"], token=admin)
-    assert revoked.returncode == 0, revoked.stderr
-    refused = run(server, "ps", token=token["token"])
-    assert refused.returncode == 2
-    assert refused.stderr.startswith("error: ") and "revoked" in refused.stderr
-    assert "Traceback" not in refused.stderr
-
-    forbidden = run(server, "admin", "tenant", "list")  # a tenant token
-    assert forbidden.returncode == 2 and "admin token" in forbidden.stderr
-
-
-def test_admin_fleet_shows_every_board(server: Server) -> None:
-    done = run(server, "admin", "fleet", token=server.admin_token)
-    assert done.returncode == 0, done.stderr
-    lines = done.stdout.splitlines()
+    assert fleet.returncode == 0, fleet.stderr
+    lines = fleet.stdout.splitlines()
     assert lines[0].split()[:3] == ["BOARD", "CORDONED", "GPUS"]
     boards = [line.split() for line in lines[1:5]]
     assert len(boards) == 4 and all(len(b[2]) == 8 for b in boards)
-    assert "4 boards, 32 GPUs" in done.stdout
+    assert "4 boards, 32 GPUs" in fleet.stdout
+
+    works = start(server, "ps", token=token["token"])
+    tokens = finish(start(server, "admin", "token", "list", "--tenant", "vision", token=admin))
+    assert finish(works).returncode == 0
+    assert token["id"] in tokens.stdout and "ci" in tokens.stdout
+
+    revoked = run(server, "admin", "token", "revoke", token["id"], token=admin)
+    assert revoked.returncode == 0, revoked.stderr
+    refused = start(server, "ps", token=token["token"])
+    forbidden = finish(start(server, "admin", "tenant", "list"))  # a tenant token
+    refused_done = finish(refused)
+    assert refused_done.returncode == 2
+    assert refused_done.stderr.startswith("error: ") and "revoked" in refused_done.stderr
+    assert "Traceback" not in refused_done.stderr
+    assert forbidden.returncode == 2 and "admin token" in forbidden.stderr
 
 
-def test_bad_input_exits_2_naming_the_field(server: Server) -> None:
-    done = run(server, "run", "--gpus", "9", "busybox", "--", "true")
-    assert done.returncode == 2
-    assert done.stderr.startswith("error: ") and "gpus" in done.stderr
-    assert "Traceback" not in done.stderr
-
-
-def test_no_token_exits_2_saying_how_to_give_one(server: Server) -> None:
-    done = run(server, "ps", token="")
-    assert done.returncode == 2
-    assert "no API token" in done.stderr and "GPUCAAS_TOKEN" in done.stderr
-
-
-def test_an_unreachable_server_names_the_url(server: Server) -> None:
-    done = run(server, "ps", "--url", "http://127.0.0.1:1")
-    assert done.returncode == 2
-    assert "http://127.0.0.1:1" in done.stderr and "gpucaas up" in done.stderr
+def test_user_errors_exit_2_with_one_line(server: Server) -> None:
+    procs = [
+        start(server, "run", "--gpus", "9", "busybox", "--", "true"),
+        start(server, "ps", token=""),
+        start(server, "ps", "--url", "http://127.0.0.1:1"),
+    ]
+    bad, no_token, unreachable = (finish(p) for p in procs)
+    for done in (bad, no_token, unreachable):
+        assert done.returncode == 2
+        assert done.stderr.startswith("error: ") and done.stderr.count("\n") == 1
+    assert "gpus" in bad.stderr
+    assert "no API token" in no_token.stderr and "GPUCAAS_TOKEN" in no_token.stderr
+    assert "http://127.0.0.1:1" in unreachable.stderr and "gpucaas up" in unreachable.stderr

@@ -9,6 +9,7 @@ from typing import Any
 
 import httpx
 import pytest
+
 from live_plane import FINAL, Live, live_plane, wait_state
 
 SLEEP = {"image": "busybox", "command": ["sleep", "30"]}

@@ -22,6 +22,7 @@ from typing import Any
 
 import httpx
 import pytest
+
 from live_plane import FINAL
 
 GPUCAAS = Path(sys.executable).with_name("gpucaas")

@@ -495,7 +495,7 @@ class Store:
             return list(conn.execute(q).mappings().all())
 
     def request_stop(
-        self, cid: str, tenant: str | None, reason: str = "StopRequested"
+        self, cid: str, tenant: str | None, reason: str = "Stopped"
     ) -> RowMapping:
         """Ask for a container to stop. Idempotent. A queued one stops at once."""
         c = s.containers.c
