@@ -41,6 +41,17 @@ def chromium_path() -> str | None:
     return shutil.which("chromium")
 
 
+@pytest.fixture
+def chromium() -> str:
+    path = chromium_path()
+    if path is None:
+        pytest.skip(
+            "the dashboard test drives Debian's headless Chromium: apt-get install chromium "
+            "(/usr/bin/chromium not found)"
+        )
+    return path
+
+
 @dataclass
 class Served:
     url: str
@@ -143,13 +154,9 @@ READ_PAGE = """() => ({
 })"""
 
 
-def test_dashboard_shows_fleet_and_containers_live(served: Served, tmp_path: Path) -> None:
-    chromium = chromium_path()
-    if chromium is None:
-        pytest.skip(
-            "the dashboard test drives Debian's headless Chromium: apt-get install chromium "
-            "(/usr/bin/chromium not found)"
-        )
+def test_dashboard_shows_fleet_and_containers_live(
+    chromium: str, served: Served, tmp_path: Path
+) -> None:
     from playwright.sync_api import sync_playwright
 
     admin = served.creds.admin_token
