@@ -7,8 +7,13 @@ STAMP := $(VENV)/.installed
 # Where the shared traces live; override to point at another copy.
 GPUCAAS_DATA ?= $(abspath ../shared/data)
 SIM_NODES ?= 6
+# `make up`: the embedded control plane (API + dashboard on LISTEN, state in STATE_DIR).
+STATE_DIR ?= .gpucaas
+LISTEN ?= 127.0.0.1:8080
+NODES ?= 100
+EXECUTOR ?= auto
 
-.PHONY: test check sim bench clean
+.PHONY: test check sim up bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,10 +31,15 @@ sim: $(STAMP)
 	$(BIN)/gpucaas sim --trace $(GPUCAAS_DATA)/alibaba-gpu-v2023/openb_pod_list_default.csv \
 		--nodes $(SIM_NODES) --board hgx-h100-8 --policy all --mode dynamic
 
+up: $(STAMP)
+	$(BIN)/gpucaas up --state-dir $(STATE_DIR) --listen $(LISTEN) --nodes $(NODES) \
+		--executor $(EXECUTOR)
+
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_placement.py
 	GPUCAAS_DATA=$(GPUCAAS_DATA) $(BIN)/python benchmarks/bench_sim.py
 	$(BIN)/python benchmarks/bench_fabric.py
+	$(BIN)/python benchmarks/bench_control.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -9,12 +9,14 @@ measures, against baselines taken in the same run on the same machine:
    time (queueing delay included: no coordinated omission). The containers really run
    (``true``, so they end at once) while the scheduler works concurrently. Baseline:
    ``GET /healthz`` at the same rate (the HTTP floor of this server and client).
-   Target: submit p99 < 50 ms with SQLite.
+   Target: submit p99 < 50 ms with SQLite. A second server with its fleet cordoned (nothing
+   starts, everything queues) takes the same load for the healthz duration.
 2. list pages (``GET /v1/containers?limit=50``: first page, a page half-way down, the
    ``state=succeeded`` and ``label=bench=1`` filters) with about 100 containers of the
    tenant in the store, then with about 10,000. Target: ratio ~1 (no slowdown).
 3. submit → running with the process executor (``boot_seconds`` from the server's own
-   timestamps) for ``sleep 0.5`` containers at a moderate rate. Baseline: spawning the
+   timestamps) for ``sleep 0.5`` containers at 20/s and at 5/s (the scheduler starts
+   containers one at a time, so the rate matters). Baseline: spawning the
    same command with ``subprocess.Popen`` here and reading its first line.
    Target: p99 < 1 s.
 

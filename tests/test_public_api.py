@@ -12,6 +12,8 @@ import pytest
 from gpucaas.errors import GpucaasError
 
 PUBLIC_MODULES = [
+    "gpucaas.client",
+    "gpucaas.control",
     "gpucaas.errors",
     "gpucaas.fabric",
     "gpucaas.node",

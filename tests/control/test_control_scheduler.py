@@ -144,3 +144,21 @@ def test_cordons_survive_a_restart(store: Store, backend: LocalBackend) -> None:
     again.recover()
     assert again.fleet.board("hgx-0000").cordoned
     assert again.fleet.board("hgx-0001").cordoned_gpus == 1 << 2
+
+
+def test_only_the_lease_holder_schedules_and_a_standby_takes_over(
+    store: Store, backend: LocalBackend
+) -> None:
+    leader = Scheduler(store, backend, holder="replica-a")
+    standby = Scheduler(store, backend, holder="replica-b")
+    assert leader.lead() and not standby.lead()
+    _, cid = submit(store, 2)
+    settle(leader, store, cid, {"running"})
+    leader.resign()
+    assert standby.lead()
+    # The new leader adopted the running container: same GPUs, still running.
+    assert standby.fleet.allocated_gpus == 2
+    assert standby.container_ids() == {int(store.container(cid)["seq"]): cid}
+    store.request_stop(cid, None)
+    standby.wake()
+    assert settle(standby, store, cid, {"stopped"}) == "stopped"

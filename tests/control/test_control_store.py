@@ -261,3 +261,18 @@ def test_bad_urls_and_unreachable_servers_say_so(tmp_path: Path) -> None:
     blocker.write_text("")
     with pytest.raises(StoreUnavailable):
         Store(f"sqlite:///{blocker / 'sub' / 'x.db'}")
+
+
+def test_one_lease_holder_at_a_time(store: Store) -> None:
+    import time
+
+    assert store.acquire_lease("scheduler", "a", 0.3)
+    assert not store.acquire_lease("scheduler", "b", 0.3)
+    assert store.acquire_lease("scheduler", "a", 0.3)  # renew
+    time.sleep(0.4)
+    assert store.acquire_lease("scheduler", "b", 10)  # a stopped renewing
+    assert not store.acquire_lease("scheduler", "a", 10)
+    store.release_lease("scheduler", "a")  # not a's: nothing happens
+    assert not store.acquire_lease("scheduler", "a", 10)
+    store.release_lease("scheduler", "b")
+    assert store.acquire_lease("scheduler", "a", 10)

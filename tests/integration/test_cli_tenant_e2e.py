@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 import uvicorn
 
+from gpucaas.client._client import Client
 from gpucaas.control import ControlPlane, UpConfig
-from gpucaas.control._client import Client
 
 
 @dataclass

@@ -1,6 +1,6 @@
 """A tenant's commands: ``gpucaas run``, ``ps``, ``logs``, ``describe``, ``stop``.
 
-Each opens a :class:`~gpucaas.control._client.Client` from ``--url``/``--token`` (or
+Each opens a :class:`~gpucaas.client.Client` from ``--url``/``--token`` (or
 ``GPUCAAS_URL``/``GPUCAAS_TOKEN``, or the config file), makes one API call and renders it.
 """
 
@@ -13,8 +13,7 @@ from typing import Annotated, Any
 
 import typer
 
-from gpucaas.control._client import Client, ClientConfig
-from gpucaas.control._models import ACTIVE_STATES, State
+from gpucaas.client import ACTIVE_STATES, Client, ClientConfig, State
 from gpucaas.errors import InvalidRequest
 
 from ._common import JsonOption, print_json, table, user_errors
@@ -135,8 +134,7 @@ def run(
 ) -> None:
     """Run a container on whole GPUs of one board; prints its ID, the partition size and state.
 
-    With --wait or --follow the exit status is the container's exit code (1 when it failed
-    without one).
+    With --wait or --follow, exit with the container's exit code (1 if it failed without one).
 
     Example: gpucaas run --gpus 2 --wait docker.io/library/busybox -- sh -c 'echo hi'
     """

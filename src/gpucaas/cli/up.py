@@ -7,8 +7,6 @@ from typing import Annotated
 
 import typer
 
-from gpucaas.control import EXECUTORS, UpConfig, serve
-
 from ._common import user_errors
 
 
@@ -24,8 +22,8 @@ def up(
     executor: Annotated[
         str,
         typer.Option(
-            help=f"What runs containers: {', '.join(EXECUTORS)}. auto takes podman or docker "
-            "when their engine answers, else process (host processes, NO isolation)."
+            help="What runs containers: auto, process, podman or docker. auto takes podman or "
+            "docker when their engine answers, else process (host processes, NO isolation)."
         ),
     ] = "auto",
     store: Annotated[
@@ -44,6 +42,8 @@ def up(
 
     Example: gpucaas up --state-dir /tmp/gpucaas --nodes 10 --executor process
     """
+    from gpucaas.control import UpConfig, serve  # the server stack loads only for `up`
+
     with user_errors():
         serve(
             UpConfig(

@@ -1,5 +1,7 @@
 """The control plane: HTTP API, store, scheduler loop and backends (DESIGN.md)."""
 
+from gpucaas.client import State
+
 from ._api import Backend, BoardInfo, Phase, Workload, WorkloadStatus
 from ._app import create_app
 from ._errors import (
@@ -19,7 +21,7 @@ from ._executor import (
     ProcessExecutor,
 )
 from ._local import LocalBackend
-from ._models import ContainerCreate, State, TenantCreate
+from ._models import ContainerCreate, TenantCreate
 from ._scheduler import Scheduler
 from ._store import Principal, Store, StoreUnavailable, sqlite_url
 from ._up import EXECUTORS, ControlPlane, Credentials, UpConfig, make_executor, serve

@@ -20,6 +20,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from sqlalchemy import RowMapping
 
+from gpucaas.client import State
 from gpucaas.errors import Conflict, GpucaasError, InvalidRequest, MisuseError, Unavailable
 
 from ._api import Backend
@@ -39,7 +40,6 @@ from ._models import (
     GpuView,
     NewToken,
     PartitionView,
-    State,
     Tenant,
     TenantCreate,
     TenantCreated,

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import enum
 import ipaddress
 import posixpath
 import re
 from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from gpucaas.client import State
 
 MAX_GPUS = 8
 MAX_ARGV_ITEMS = 256
@@ -38,39 +39,6 @@ HOSTNAME_RE = re.compile(
     r"^(?=.{1,253}$)[A-Za-z0-9](?:[-A-Za-z0-9]{0,61}[A-Za-z0-9])?"
     r"(?:\.[A-Za-z0-9](?:[-A-Za-z0-9]{0,61}[A-Za-z0-9])?)*$"
 )
-
-
-class State(enum.StrEnum):
-    """A container's life. Final states never change again."""
-
-    QUEUED = "queued"
-    """Accepted and stored; waiting for GPUs."""
-    PLACING = "placing"
-    """GPUs reserved in the store; the backend is being told."""
-    STARTING = "starting"
-    """The backend is creating the workload (partition activated, VM/process starting)."""
-    RUNNING = "running"
-    """The workload runs."""
-    SUCCEEDED = "succeeded"
-    """Exited with code 0."""
-    FAILED = "failed"
-    """Exited non-zero, could not start, ran past max_runtime_s, or never fits."""
-    STOPPED = "stopped"
-    """Stopped by the tenant or the operator."""
-    LOST = "lost"
-    """The backend can no longer find it (the reason says what was seen)."""
-
-    @property
-    def final(self) -> bool:
-        return self in FINAL_STATES
-
-    @property
-    def holds_gpus(self) -> bool:
-        return self in (State.PLACING, State.STARTING, State.RUNNING)
-
-
-FINAL_STATES = frozenset({State.SUCCEEDED, State.FAILED, State.STOPPED, State.LOST})
-ACTIVE_STATES = frozenset(State) - FINAL_STATES
 
 
 STRICT = ConfigDict(extra="forbid")

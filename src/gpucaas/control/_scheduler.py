@@ -25,17 +25,21 @@ from dataclasses import dataclass
 
 from sqlalchemy import RowMapping
 
+from gpucaas.client import State
 from gpucaas.errors import GpucaasError, MisuseError
 from gpucaas.placement import Fleet, Placement, Queue, Request
 from gpucaas.topology import BoardModel, get_model, mask_of
 
 from ._api import Backend, Phase, Workload, WorkloadStatus
-from ._models import NfsMount, State
+from ._models import NfsMount
 from ._store import Reservation, Store
 
 log = logging.getLogger(__name__)
 
 DEFAULT_GRACE_S = 10.0
+LEASE = "scheduler"
+LEASE_TTL_S = 10.0
+"""A leader that stops renewing (crashed, partitioned) is replaced after this long."""
 STOP_CHECK_S = 0.5
 """How often the loop re-reads stop requests made by other replicas (its own wake it)."""
 
@@ -85,12 +89,19 @@ class Scheduler:
         *,
         policy: str = "best-fit",
         grace_s: float = DEFAULT_GRACE_S,
+        holder: str = "local",
+        lease_ttl_s: float = LEASE_TTL_S,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.store = store
         self.backend = backend
         self.policy = policy
         self.grace_s = grace_s
+        self.holder = holder
+        self.lease_ttl_s = lease_ttl_s
+        self.leading = False
+        """Whether this replica holds the scheduler lease (only the leader places)."""
+        self._renewed = -float("inf")
         self._clock = clock
         self.fleet = Fleet(policy)
         self.queue = Queue()
@@ -106,9 +117,40 @@ class Scheduler:
 
     # -- start -----------------------------------------------------------------------------
 
+    def lead(self) -> bool:
+        """Take or renew the scheduler lease; on taking it, rebuild state (:meth:`recover`).
+
+        Several replicas may share a store: only the one holding the lease places and
+        follows workloads; the others serve the API and wait. Returns whether this one leads.
+        """
+        now = self._clock()
+        if self.leading and now - self._renewed < self.lease_ttl_s / 3:
+            return True
+        got = self.store.acquire_lease(LEASE, self.holder, self.lease_ttl_s)
+        if got:
+            self._renewed = now
+            if not self.leading:
+                log.info("%s leads the scheduler", self.holder)
+                self.recover()
+                self.leading = True
+        elif self.leading:
+            log.warning("%s lost the scheduler lease; standing by", self.holder)
+            self.leading = False
+        return self.leading
+
+    def resign(self) -> None:
+        if self.leading:
+            self.store.release_lease(LEASE, self.holder)
+            self.leading = False
+
     def recover(self) -> None:
         """Rebuild the fleet and the queue from the backend and the store."""
         with self.lock:
+            self.fleet = Fleet(self.policy)
+            self.queue = Queue()
+            self._queued.clear()
+            self._held.clear()
+            self._last_seq = 0
             for board in self.backend.boards():
                 model = self.model(board.model)
                 self.fleet.add_node(board.name, model, board.labels)
@@ -173,7 +215,7 @@ class Scheduler:
     def run(self, stop: threading.Event, *, idle_s: float = 0.5, busy_s: float = 0.05) -> None:
         while not stop.is_set():
             try:
-                busy = self.run_once()
+                busy = self.run_once() if self.lead() else False
             except GpucaasError as exc:
                 log.error("scheduler pass failed: %s", exc)
                 busy = False

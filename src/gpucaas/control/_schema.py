@@ -110,3 +110,11 @@ cordons = Table(
     Column("module_id", Integer, primary_key=True),  # 0: the whole board
     Column("created_at", Float, nullable=False),
 )
+
+leases = Table(
+    "leases",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("holder", String(128), nullable=False),
+    Column("expires_at", Float, nullable=False),
+)

@@ -35,10 +35,12 @@ from sqlalchemy import (
     func,
     insert,
     select,
+    text,
     update,
 )
 from sqlalchemy.exc import IntegrityError, OperationalError
 
+from gpucaas.client import ACTIVE_STATES, FINAL_STATES, State
 from gpucaas.errors import InvalidRequest, Unavailable
 
 from . import _schema as s
@@ -51,7 +53,7 @@ from ._errors import (
     StateConflict,
     Unauthenticated,
 )
-from ._models import ACTIVE_STATES, FINAL_STATES, ContainerCreate, State, TenantCreate
+from ._models import ContainerCreate, TenantCreate
 
 TOKEN_PREFIX = "gpc_"
 DEFAULT_PAGE = 50
@@ -494,9 +496,7 @@ class Store:
         with self._tx(read=True) as conn:
             return list(conn.execute(q).mappings().all())
 
-    def request_stop(
-        self, cid: str, tenant: str | None, reason: str = "Stopped"
-    ) -> RowMapping:
+    def request_stop(self, cid: str, tenant: str | None, reason: str = "Stopped") -> RowMapping:
         """Ask for a container to stop. Idempotent. A queued one stops at once."""
         c = s.containers.c
         with self._tx() as conn:
@@ -651,6 +651,37 @@ class Store:
             q = q.where(s.containers.c.state.in_([x.value for x in states]))
         with self._tx(read=True) as conn:
             return int(conn.execute(q).scalar_one())
+
+    # -- leases -------------------------------------------------------------------------------
+
+    def acquire_lease(self, name: str, holder: str, ttl_s: float) -> bool:
+        """Take or renew the lease ``name`` for ``ttl_s`` seconds; False while another
+        holder's lease has not expired. Replicas sharing a store elect one scheduler so."""
+        t = now()
+        lease = s.leases.c
+        with self._tx() as conn:
+            if self.dialect == "postgresql":
+                conn.execute(text("LOCK TABLE leases IN SHARE ROW EXCLUSIVE MODE"))
+            row = conn.execute(select(s.leases).where(lease.name == name)).mappings().first()
+            if row is None:
+                conn.execute(
+                    insert(s.leases).values(name=name, holder=holder, expires_at=t + ttl_s)
+                )
+                return True
+            if row["holder"] != holder and row["expires_at"] > t:
+                return False
+            conn.execute(
+                update(s.leases)
+                .where(lease.name == name)
+                .values(holder=holder, expires_at=t + ttl_s)
+            )
+            return True
+
+    def release_lease(self, name: str, holder: str) -> None:
+        with self._tx() as conn:
+            conn.execute(
+                delete(s.leases).where(s.leases.c.name == name, s.leases.c.holder == holder)
+            )
 
     # -- cordons -------------------------------------------------------------------------------
 

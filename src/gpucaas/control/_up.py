@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import os
 import shutil
+import socket
 import subprocess
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
-from gpucaas.errors import InvalidRequest
+from gpucaas.errors import Conflict, InvalidRequest
 from gpucaas.fabric import write_atomically
+from gpucaas.placement import get_policy
 from gpucaas.topology import get_model
 
 from ._app import create_app
@@ -81,6 +84,29 @@ def make_executor(name: str) -> Executor:
     return ProcessExecutor()
 
 
+def _lock_state_dir(state_dir: Path) -> IO[bytes]:
+    """One process per state directory: its containers and fabric state are that process's."""
+    handle = (state_dir / "lock").open("ab")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        raise StateDirBusy(state_dir) from None
+    return handle
+
+
+class StateDirBusy(Conflict):
+    def __init__(self, state_dir: Path) -> None:
+        super().__init__(str(state_dir))
+        self.state_dir = state_dir
+
+    def __str__(self) -> str:
+        return (
+            f"another gpucaas up is running on {self.state_dir}; stop it, or give this one "
+            "its own --state-dir"
+        )
+
+
 @dataclass
 class Credentials:
     url: str
@@ -96,21 +122,30 @@ class ControlPlane:
         if config.nodes < 1:
             raise InvalidRequest(f"--nodes must be at least 1, got {config.nodes}")
         self.config = config
-        config.state_dir.mkdir(parents=True, exist_ok=True)
-        self.store = Store(config.store_url or sqlite_url(config.state_dir))
         model = get_model(config.board)
-        self.backend = LocalBackend(
-            config.state_dir, model, config.nodes, executor or make_executor(config.executor)
-        )
+        get_policy(config.policy)
+        executor = executor or make_executor(config.executor)
+        config.state_dir.mkdir(parents=True, exist_ok=True)
+        self._lock_file = _lock_state_dir(config.state_dir)
+        try:
+            self.store = Store(config.store_url or sqlite_url(config.state_dir))
+        except BaseException:
+            self._lock_file.close()
+            raise
+        self.backend = LocalBackend(config.state_dir, model, config.nodes, executor)
         self.scheduler = Scheduler(
-            self.store, self.backend, policy=config.policy, grace_s=config.grace_s
+            self.store,
+            self.backend,
+            policy=config.policy,
+            grace_s=config.grace_s,
+            holder=f"{socket.gethostname()}:{config.state_dir.resolve()}",
         )
         self.app = create_app(self.store, self.scheduler, self.backend)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
     def start(self) -> None:
-        self.scheduler.recover()
+        self.scheduler.lead()
         self._thread = threading.Thread(
             target=self.scheduler.run, args=(self._stop,), name="scheduler", daemon=True
         )
@@ -121,7 +156,11 @@ class ControlPlane:
         self.scheduler.wake()
         if self._thread is not None:
             self._thread.join(timeout=10)
-        self.store.close()
+        try:
+            self.scheduler.resign()
+        finally:
+            self.store.close()
+            self._lock_file.close()
 
     def bootstrap(self, url: str) -> Credentials | None:
         """On first start: an admin token and a demo tenant, written to the state dir (0600)."""

@@ -34,7 +34,7 @@ import httpx
 
 from gpucaas.errors import Conflict, GpucaasError, InvalidRequest, Unavailable
 
-from ._models import FINAL_STATES
+from ._states import FINAL_STATES
 
 __all__ = [
     "DEFAULT_URL",

@@ -10,7 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from gpucaas.control._client import (
+from gpucaas.client._client import (
     DEFAULT_URL,
     ApiConflict,
     ApiError,

@@ -1,0 +1,38 @@
+"""The states of a container, as the API names them (shared by server and clients)."""
+
+from __future__ import annotations
+
+import enum
+
+
+class State(enum.StrEnum):
+    """A container's life. Final states never change again."""
+
+    QUEUED = "queued"
+    """Accepted and stored; waiting for GPUs."""
+    PLACING = "placing"
+    """GPUs reserved in the store; the backend is being told."""
+    STARTING = "starting"
+    """The backend is creating the workload (partition activated, VM/process starting)."""
+    RUNNING = "running"
+    """The workload runs."""
+    SUCCEEDED = "succeeded"
+    """Exited with code 0."""
+    FAILED = "failed"
+    """Exited non-zero, could not start, ran past max_runtime_s, or never fits."""
+    STOPPED = "stopped"
+    """Stopped by the tenant or the operator."""
+    LOST = "lost"
+    """The backend can no longer find it (the reason says what was seen)."""
+
+    @property
+    def final(self) -> bool:
+        return self in FINAL_STATES
+
+    @property
+    def holds_gpus(self) -> bool:
+        return self in (State.PLACING, State.STARTING, State.RUNNING)
+
+
+FINAL_STATES = frozenset({State.SUCCEEDED, State.FAILED, State.STOPPED, State.LOST})
+ACTIVE_STATES = frozenset(State) - FINAL_STATES

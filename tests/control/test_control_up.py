@@ -1,0 +1,65 @@
+"""``gpucaas up``'s assembly: first-start bootstrap, one process per state dir, bad options."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from gpucaas.control import ControlPlane, ProcessExecutor, UpConfig, make_executor
+from gpucaas.control._up import StateDirBusy
+from gpucaas.errors import InvalidRequest
+
+
+def test_first_start_creates_admin_and_demo_tenant_once(tmp_path: Path) -> None:
+    plane = ControlPlane(UpConfig(state_dir=tmp_path, nodes=2, executor="process"))
+    try:
+        creds = plane.bootstrap("http://127.0.0.1:1")
+        assert creds is not None and creds.tenant == "demo"
+        path = tmp_path / "credentials.json"
+        assert path.stat().st_mode & 0o777 == 0o600
+        assert json.loads(path.read_text())["admin_token"] == creds.admin_token
+        assert plane.store.authenticate(creds.admin_token).admin
+        assert plane.store.authenticate(creds.tenant_token).tenant == "demo"
+        assert plane.bootstrap("http://127.0.0.1:1") is None  # not twice
+    finally:
+        plane.stop()
+
+
+def test_one_control_plane_per_state_dir(tmp_path: Path) -> None:
+    first = ControlPlane(UpConfig(state_dir=tmp_path, nodes=1, executor="process"))
+    try:
+        with pytest.raises(StateDirBusy, match="another gpucaas up is running"):
+            ControlPlane(UpConfig(state_dir=tmp_path, nodes=1, executor="process"))
+    finally:
+        first.stop()
+    ControlPlane(UpConfig(state_dir=tmp_path, nodes=1, executor="process")).stop()
+
+
+@pytest.mark.parametrize(
+    ("config", "needle"),
+    [
+        ({"nodes": 0}, "--nodes"),
+        ({"board": "hgx-x"}, "hgx-x"),
+        ({"executor": "lxc"}, "--executor"),
+        ({"policy": "worst-fit"}, "worst-fit"),
+    ],
+    ids=["no-nodes", "unknown-board", "unknown-executor", "unknown-policy"],
+)
+def test_bad_options_say_what(tmp_path: Path, config: dict[str, object], needle: str) -> None:
+    with pytest.raises(InvalidRequest, match=needle):
+        ControlPlane(UpConfig(state_dir=tmp_path, **config))  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("listen", ["8080", "host:", "x:99999", "a:b"])
+def test_bad_listen_address(listen: str) -> None:
+    with pytest.raises(InvalidRequest, match="HOST:PORT"):
+        UpConfig(state_dir=Path("."), listen=listen).host_port()
+
+
+def test_auto_executor_without_an_engine_is_the_process_one(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("PATH", "/nonexistent")
+    assert isinstance(make_executor("auto"), ProcessExecutor)

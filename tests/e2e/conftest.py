@@ -1,0 +1,153 @@
+"""A real Kubernetes control plane for end-to-end tests.
+
+``kube_cluster`` (session scope) gives a :class:`KubeCluster`:
+
+* ``GPUCAAS_TEST_KUBECONFIG`` set: that cluster is used as is (any conformant cluster; the tests
+  create and delete their own objects, so use a throwaway one);
+* otherwise ``scripts/k8s-testbed build`` builds etcd, kube-apiserver, kube-controller-manager,
+  kube-scheduler and kwok from source with Go (minutes the first time, cached afterwards; its
+  progress is shown on the terminal) and ``scripts/k8s-testbed start DIR --kwok`` runs them on
+  loopback for the session; ``stop`` at the end;
+* neither Go nor cached binaries: the tests skip, saying how to get them.
+
+Anything else that goes wrong fails the tests, with the tails of the components' logs.
+See docs/k8s-testbed.md.
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+TESTBED = REPO / "scripts" / "k8s-testbed"
+KUBECONFIG_ENV = "GPUCAAS_TEST_KUBECONFIG"
+KEEP_ENV = "GPUCAAS_K8S_KEEP"  # set to keep the testbed's directory (logs) after the session
+NO_GO = 3  # k8s-testbed's exit status when Go is missing
+HOW_TO = (
+    "install Go >= 1.26 (scripts/k8s-testbed build then builds a control plane from source), "
+    f"or set {KUBECONFIG_ENV} to the kubeconfig of a throwaway cluster"
+)
+
+
+@dataclass(frozen=True)
+class KubeCluster:
+    kubeconfig: Path
+    api_url: str
+    # The Kubernetes version we built and started (e.g. "v1.37.2"); None for an external cluster.
+    built_version: str | None = None
+    # The testbed's directory (logs, pki, pids); None for an external cluster.
+    workdir: Path | None = None
+
+
+def _server_of(kubeconfig: Path) -> str:
+    from lightkube import KubeConfig
+
+    config = KubeConfig.from_file(str(kubeconfig)).get()
+    assert config is not None, f"{kubeconfig} has no current context"
+    return str(config.cluster.server)
+
+
+def _testbed_env() -> dict[str, str]:
+    out = subprocess.run(
+        [str(TESTBED), "env"], capture_output=True, text=True, check=True, timeout=30
+    ).stdout
+    return dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
+
+
+def _build(pytestconfig: pytest.Config) -> None:
+    """Run ``k8s-testbed build``, streaming its progress to the real terminal."""
+    capman = pytestconfig.pluginmanager.getplugin("capturemanager")
+    last: collections.deque[str] = collections.deque(maxlen=40)
+    with capman.global_and_fixture_disabled():
+        sys.stderr.write("\n[kube_cluster] scripts/k8s-testbed build (slow only the first time)\n")
+        proc = subprocess.Popen(
+            [str(TESTBED), "build"],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            last.append(line)
+            if not line.startswith("go: downloading"):
+                sys.stderr.write(f"[kube_cluster] {line}")
+                sys.stderr.flush()
+        rc = proc.wait()
+    if rc == NO_GO:
+        pytest.skip(f"Go is not installed: {HOW_TO}")
+    if rc != 0:
+        pytest.fail(
+            f"scripts/k8s-testbed build failed (exit {rc}):\n{''.join(last)}", pytrace=False
+        )
+
+
+def _log_tails(workdir: Path, lines: int = 30) -> str:
+    parts = []
+    for log in sorted(workdir.glob("*.log")):
+        text = log.read_text(errors="replace").splitlines()[-lines:]
+        parts.append(f"----- {log.name} -----\n" + "\n".join(text))
+    return "\n".join(parts)
+
+
+@pytest.fixture(scope="session")
+def kube_cluster(pytestconfig: pytest.Config) -> Iterator[KubeCluster]:
+    external = os.environ.get(KUBECONFIG_ENV)
+    if external:
+        path = Path(external).expanduser()
+        if not path.is_file():
+            pytest.fail(f"{KUBECONFIG_ENV}={external} is not a file", pytrace=False)
+        yield KubeCluster(kubeconfig=path, api_url=_server_of(path))
+        return
+
+    env = _testbed_env()
+    if env.get("BUILT") != "yes" and shutil.which("go") is None:
+        pytest.skip(f"no Kubernetes test cluster: {HOW_TO}")
+    if env.get("BUILT") != "yes":
+        _build(pytestconfig)
+
+    workdir = Path(tempfile.mkdtemp(prefix="gpucaas-k8s-"))
+    started = False
+    try:
+        proc = subprocess.run(
+            [str(TESTBED), "start", str(workdir), "--kwok"],
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+            # the script's watchdog stops the cluster if this process dies without teardown
+            env={**os.environ, "GPUCAAS_K8S_OWNER_PID": str(os.getpid())},
+        )
+        started = True
+        if proc.returncode != 0:
+            pytest.fail(
+                f"scripts/k8s-testbed start failed (exit {proc.returncode}):\n"
+                f"{proc.stderr[-6000:]}",
+                pytrace=False,
+            )
+        kubeconfig = Path(proc.stdout.strip().splitlines()[-1])
+        yield KubeCluster(
+            kubeconfig=kubeconfig,
+            api_url=_server_of(kubeconfig),
+            built_version=env.get("K8S_VERSION"),
+            workdir=workdir,
+        )
+    except subprocess.TimeoutExpired as exc:
+        started = True
+        pytest.fail(f"scripts/k8s-testbed start timed out:\n{_log_tails(workdir)}\n{exc}")
+    finally:
+        if started:
+            subprocess.run([str(TESTBED), "stop", str(workdir)], check=False, timeout=60)
+        if not os.environ.get(KEEP_ENV):
+            shutil.rmtree(workdir, ignore_errors=True)
