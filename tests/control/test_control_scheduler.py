@@ -101,7 +101,7 @@ def test_a_double_allocation_in_the_store_is_refused_not_adopted(
     store.reserve(b, Reservation("hgx-0000", H100.partition_for([1, 3]).id, (1, 3), 2))
     sched = Scheduler(store, backend)
     sched.recover()
-    assert store.container(first)["state"] in ("starting", "running")
+    assert settle(sched, store, first, {"starting", "running"}) in ("starting", "running")
     lost = store.container(second)
     assert lost["state"] == "lost" and "double allocation" in lost["message"]
     assert sched.fleet.allocated_gpus == 4

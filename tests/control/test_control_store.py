@@ -237,7 +237,7 @@ def test_stop_of_running_work_is_a_request(store: Store) -> None:
     store.reserve(a["seq"], Reservation("b", 7, (1,), 1))
     row = store.request_stop(a["id"], "acme")
     assert row["state"] == "placing" and row["stop_requested"]
-    assert store.states_of([a["seq"]]) == {a["seq"]: ("placing", "Stopped")}
+    assert store.stop_changes(0) == [(a["seq"], "placing", "Stopped")]
     with pytest.raises(NotFound):
         store.request_stop(a["id"], "someone-else")
 
@@ -276,3 +276,25 @@ def test_one_lease_holder_at_a_time(store: Store) -> None:
     assert not store.acquire_lease("scheduler", "a", 10)
     store.release_lease("scheduler", "b")
     assert store.acquire_lease("scheduler", "a", 10)
+
+
+def test_usage_counters_match_a_recount(store: Store) -> None:
+    from sqlalchemy import func
+
+    from gpucaas.control._schema import containers
+
+    tenant(store, max_gpus=1000, max_containers=1000)
+    rows = [store.submit("acme", body(g), gpus_granted=g)[0] for g in (1, 2, 4, 8, 1, 2)]
+    store.request_stop(rows[0]["id"], "acme")  # queued -> stopped
+    store.reserve(rows[1]["seq"], Reservation("b", 3, (1, 3), 2))
+    store.transition(rows[1]["seq"], State.SUCCEEDED, "Completed", exit_code=0)
+    store.reserve(rows[2]["seq"], Reservation("b", 1, (1, 2, 3, 4), 4))
+    store.transition(rows[3]["seq"], State.FAILED, "NeverFits")
+    store.transition(rows[3]["seq"], State.FAILED, "again")  # final stays final: no double count
+    with store.engine.connect() as conn:
+        gpus, count = conn.execute(
+            select(func.coalesce(func.sum(containers.c.gpus_granted), 0), func.count()).where(
+                containers.c.state.in_(["queued", "placing", "starting", "running"])
+            )
+        ).one()
+    assert store.usage()["acme"] == (gpus, count) == (4 + 1 + 2, 3)

@@ -23,7 +23,6 @@ from lightkube.models.core_v1 import (
     Container,
     NodeSpec,
     NodeStatus,
-    ObjectReference,
     PodSpec,
     ResourceQuotaSpec,
     ResourceRequirements,
@@ -35,7 +34,6 @@ from lightkube.resources.core_v1 import (
     Namespace,
     Node,
     Pod,
-    PodBinding,
     ResourceQuota,
     ServiceAccount,
 )
@@ -184,10 +182,15 @@ def running(kube: Client, name: str, namespace: str) -> Pod | None:
     return None
 
 
-def test_server_version_is_the_built_one(kube_cluster: Any) -> None:
+def http_client(kube_cluster: Any) -> httpx.Client:
+    """A plain httpx client for the cluster (base URL, CA and client cert from the kubeconfig)."""
     config = KubeConfig.from_file(str(kube_cluster.kubeconfig)).get()
     assert config is not None
-    with HttpxClient(config, ConnectionParams()) as http:
+    return HttpxClient(config, ConnectionParams())
+
+
+def test_server_version_is_the_built_one(kube_cluster: Any) -> None:
+    with http_client(kube_cluster) as http:
         response = http.get("/version")
     assert response.status_code == httpx.codes.OK, response.text
     version = response.json()
@@ -214,7 +217,7 @@ def test_default_scheduler_places_gpu_pod(
 
 
 def test_secondary_scheduler_pod_waits_until_bound(
-    kube: Client, namespace: str, kwok_nodes: list[str]
+    kube: Client, kube_cluster: Any, namespace: str, kwok_nodes: list[str]
 ) -> None:
     kube.create(gpu_pod("gpucaas-sched", 2, scheduler="gpucaas"), namespace=namespace)
     time.sleep(3)  # the default scheduler would have bound it by now if it were its pod
@@ -223,14 +226,20 @@ def test_secondary_scheduler_pod_waits_until_bound(
     assert pod.status is not None and pod.status.phase == "Pending"
 
     target = kwok_nodes[-1]
-    kube.create(
-        PodBinding(
-            metadata=ObjectMeta(name="gpucaas-sched", namespace=namespace),
-            target=ObjectReference(apiVersion="v1", kind="Node", name=target),
-        ),
-        "gpucaas-sched",
-        namespace=namespace,
-    )
+    # POST pods/<name>/binding, as a secondary scheduler does. (Not lightkube's PodBinding:
+    # the API answers with a Status, which lightkube would try to decode as a Binding.)
+    binding = {
+        "apiVersion": "v1",
+        "kind": "Binding",
+        "metadata": {"name": "gpucaas-sched", "namespace": namespace},
+        "target": {"apiVersion": "v1", "kind": "Node", "name": target},
+    }
+    with http_client(kube_cluster) as http:
+        response = http.post(
+            f"/api/v1/namespaces/{namespace}/pods/gpucaas-sched/binding",
+            json=binding,
+        )
+    assert response.status_code == httpx.codes.CREATED, response.text
     pod = wait_for("pod gpucaas-sched Running", lambda: running(kube, "gpucaas-sched", namespace))
     assert pod.spec is not None and pod.spec.nodeName == target
 

@@ -360,7 +360,7 @@ def create_app(store: Store, scheduler: Scheduler, backend: Backend) -> FastAPI:
     def stop_container(container_id: str, who: Who) -> Container:
         """Stop a container (SIGTERM, then SIGKILL after the grace period). Idempotent."""
         row = store.request_stop(container_id, who.tenant)
-        scheduler.wake()
+        scheduler.wake(stops=True)
         return container_view(row)
 
     # -- admin -----------------------------------------------------------------------------
@@ -448,7 +448,7 @@ def create_app(store: Store, scheduler: Scheduler, backend: Backend) -> FastAPI:
         ids = scheduler.on_board(board)
         for cid in ids:
             store.request_stop(cid, None, reason="Drained")
-        scheduler.wake()
+        scheduler.wake(stops=True)
         return DrainResult(board=board, stopping=ids)
 
     def _one_board(board: str) -> BoardView:

@@ -21,6 +21,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 from sqlalchemy import RowMapping
@@ -42,6 +43,11 @@ LEASE_TTL_S = 10.0
 """A leader that stops renewing (crashed, partitioned) is replaced after this long."""
 STOP_CHECK_S = 0.5
 """How often the loop re-reads stop requests made by other replicas (its own wake it)."""
+FOLLOW_RUNNING_S = 0.5
+"""How often running workloads are asked for their status (starting ones: every pass)."""
+START_WORKERS = 8
+"""Workloads started at once: a start waits on the backend (a shim's process start, a pod
+creation), so starts run beside the loop, never under its lock."""
 
 
 def workload_of(row: RowMapping) -> Workload:
@@ -72,6 +78,8 @@ class _Held:
     stopping: str | None = None
     """Why it is being stopped (Stopped, Drained), once a stop was asked."""
     stop_sent: bool = False
+    starting: Future[float] | None = None
+    """The backend start in flight; its result is when it began."""
 
 
 class Scheduler:
@@ -108,11 +116,15 @@ class Scheduler:
         self.lock = threading.RLock()
         """Held while a pass changes the fleet; readers (fleet view) take it too."""
         self._wake = threading.Event()
+        self._stops_asked = False
+        self._last_follow = -float("inf")
+        self._starter = ThreadPoolExecutor(START_WORKERS, thread_name_prefix="start")
         self._last_seq = 0
         self._queued: dict[int, RowMapping] = {}
         self._held: dict[int, _Held] = {}
         self._models: dict[str, BoardModel] = {}
-        self._last_stop_check = 0.0
+        self._last_stop_check = -float("inf")
+        self._last_stop_wall = 0.0
         self.passes = 0
 
     # -- start -----------------------------------------------------------------------------
@@ -208,9 +220,15 @@ class Scheduler:
 
     # -- the loop --------------------------------------------------------------------------
 
-    def wake(self) -> None:
-        """Run a pass soon (a container was submitted or asked to stop)."""
+    def wake(self, *, stops: bool = False) -> None:
+        """Run a pass soon: a container was submitted, or (``stops``) asked to stop."""
+        if stops:
+            self._stops_asked = True
         self._wake.set()
+
+    def close(self) -> None:
+        """Wait for starts in flight (call after the run loop ended)."""
+        self._starter.shutdown(wait=True)
 
     def run(self, stop: threading.Event, *, idle_s: float = 0.5, busy_s: float = 0.05) -> None:
         while not stop.is_set():
@@ -229,21 +247,22 @@ class Scheduler:
         """One pass; True while something is on its way (starting, stopping)."""
         with self.lock:
             self.passes += 1
-            woken = self._wake.is_set()
             self._pull_queued()
             now = self._clock()
-            if woken or now - self._last_stop_check >= STOP_CHECK_S:
+            if self._stops_asked or now - self._last_stop_check >= STOP_CHECK_S:
+                self._stops_asked = False
+                self._read_stops(since=self._last_stop_wall)
                 self._last_stop_check = now
-                self._read_stops()
             self._schedule()
+            follow_running = now - self._last_follow >= FOLLOW_RUNNING_S
+            if follow_running:
+                self._last_follow = now
             busy = False
             for seq, held in list(self._held.items()):
-                self._follow(seq, held)
-                busy = (
-                    busy
-                    or held.state in (State.PLACING, State.STARTING)
-                    or held.stopping is not None
-                )
+                on_its_way = held.state is not State.RUNNING or held.stopping is not None
+                if on_its_way or follow_running:
+                    self._follow(seq, held)
+                busy = busy or on_its_way
             return busy
 
     def _pull_queued(self) -> None:
@@ -259,14 +278,16 @@ class Scheduler:
                 self._queued[seq] = row
                 self.queue.push(Request(seq, row["gpus_granted"], tenant=row["tenant"]))
 
-    def _read_stops(self) -> None:
-        seqs = list(self._queued) + list(self._held)
-        for seq, (state, stop_reason) in self.store.states_of(seqs).items():
+    def _read_stops(self, since: float) -> None:
+        """Apply stops asked since ``since`` (wall clock; a margin covers late commits)."""
+        started = time.time()
+        for seq, state, stop_reason in self.store.stop_changes(since - 5.0):
             if seq in self._queued and state != State.QUEUED.value:
                 self.queue.remove(seq, self.fleet)
                 del self._queued[seq]
             elif seq in self._held and stop_reason is not None:
                 self._held[seq].stopping = stop_reason
+        self._last_stop_wall = started
 
     def _schedule(self) -> None:
         if not self._queued:
@@ -308,15 +329,36 @@ class Scheduler:
         self._drive_start(held)
 
     def _drive_start(self, held: _Held) -> None:
+        held.starting = self._starter.submit(self._start_workload, held.workload)
+
+    def _start_workload(self, workload: Workload) -> float:
         began = time.time()
+        self.backend.start(workload)
+        return began
+
+    def _collect_start(self, held: _Held) -> bool:
+        """Apply a finished start; False while it is still in flight."""
+        future = held.starting
+        if future is None:
+            return True
+        if not future.done():
+            return False
+        held.starting = None
         try:
-            self.backend.start(held.workload)
+            began = future.result()
         except GpucaasError as exc:
             self._end(held, State.FAILED, "StartFailed", str(exc))
-            return
+            return False
+        except Exception as exc:  # a backend bug: fail this container, keep scheduling
+            log.exception("start of %s crashed", held.workload.container_id)
+            self._end(held, State.FAILED, "StartFailed", f"internal error: {exc!r}")
+            return False
         self._set(held, State.STARTING, "Started", f"on {held.workload.board}", at=began)
+        return True
 
     def _follow(self, seq: int, held: _Held, *, recovering: bool = False) -> None:
+        if not self._collect_start(held):
+            return
         try:
             status = self.backend.status(held.workload)
         except GpucaasError as exc:

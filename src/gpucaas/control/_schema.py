@@ -39,6 +39,9 @@ tenants = Table(
     Column("max_containers", Integer, nullable=False),
     Column("nfs_exports", JSON, nullable=False),
     Column("created_at", Float, nullable=False),
+    # What the quota counts, kept in step with every insert and final transition.
+    Column("gpus_held", Integer, nullable=False, server_default="0"),
+    Column("containers_unfinished", Integer, nullable=False, server_default="0"),
 )
 
 tokens = Table(
@@ -81,6 +84,7 @@ containers = Table(
     Index(None, "tenant", "seq"),
     Index(None, "state", "seq"),
     Index(None, "tenant", "state"),
+    Index(None, "state", "updated_at"),
 )
 
 container_labels = Table(

@@ -34,6 +34,7 @@ from sqlalchemy import (
     exists,
     func,
     insert,
+    or_,
     select,
     text,
     update,
@@ -211,14 +212,10 @@ class Store:
 
     def usage(self) -> dict[str, tuple[int, int]]:
         """tenant → (GPUs held or asked for by unfinished containers, unfinished containers)."""
-        c = s.containers.c
-        q = (
-            select(c.tenant, func.coalesce(func.sum(c.gpus_granted), 0), func.count())
-            .where(c.state.in_([x.value for x in ACTIVE_STATES]))
-            .group_by(c.tenant)
-        )
+        t = s.tenants.c
+        q = select(t.name, t.gpus_held, t.containers_unfinished)
         with self._tx(read=True) as conn:
-            return {t: (int(g), int(n)) for t, g, n in conn.execute(q).all()}
+            return {name: (int(g), int(n)) for name, g, n in conn.execute(q).all()}
 
     def delete_tenant(self, name: str) -> None:
         """Delete a tenant that has no unfinished containers; revokes its tokens."""
@@ -347,7 +344,7 @@ class Store:
                             return found, False
                     t = self._lock_tenant(conn, tenant)
                     self._check_exports(t, body)
-                    self._check_quota(conn, t, gpus_granted)
+                    self._check_quota(t, gpus_granted)
                     return self._insert(
                         conn, tenant, body, gpus_granted, idempotency_key, digest
                     ), True
@@ -383,20 +380,29 @@ class Store:
                     f"allowed exports: {', '.join(allowed) or 'none'} (ask the operator)"
                 )
 
-    def _check_quota(self, conn: Connection, tenant: RowMapping, gpus: int) -> None:
-        c = s.containers.c
-        used_gpus, used_containers = conn.execute(
-            select(func.coalesce(func.sum(c.gpus_granted), 0), func.count()).where(
-                c.tenant == tenant["name"], c.state.in_([x.value for x in ACTIVE_STATES])
-            )
-        ).one()
+    @staticmethod
+    def _check_quota(tenant: RowMapping, gpus: int) -> None:
         name = tenant["name"]
+        used_containers = int(tenant["containers_unfinished"])
+        used_gpus = int(tenant["gpus_held"])
         if used_containers + 1 > tenant["max_containers"]:
             raise QuotaExceeded(
                 name, "unfinished containers", tenant["max_containers"], used_containers, 1
             )
         if used_gpus + gpus > tenant["max_gpus"]:
-            raise QuotaExceeded(name, "GPUs", tenant["max_gpus"], int(used_gpus), gpus)
+            raise QuotaExceeded(name, "GPUs", tenant["max_gpus"], used_gpus, gpus)
+
+    @staticmethod
+    def _count(conn: Connection, tenant: str, gpus: int, containers: int) -> None:
+        t = s.tenants.c
+        conn.execute(
+            update(s.tenants)
+            .where(t.name == tenant)
+            .values(
+                gpus_held=t.gpus_held + gpus,
+                containers_unfinished=t.containers_unfinished + containers,
+            )
+        )
 
     def _insert(
         self,
@@ -437,6 +443,7 @@ class Store:
             )
             .returning(s.containers.c.seq)
         ).scalar_one()
+        self._count(conn, tenant, gpus_granted, 1)
         if body.labels:
             conn.execute(
                 insert(s.container_labels),
@@ -543,25 +550,26 @@ class Store:
         with self._tx(read=True) as conn:
             return list(conn.execute(q).mappings().all())
 
-    def states_of(self, seqs: Iterable[int]) -> dict[int, tuple[str, str | None]]:
-        """seq → (state, stop reason or None when no stop was asked) for those containers."""
-        ids = list(seqs)
-        if not ids:
-            return {}
+    def stop_changes(self, since: float) -> list[tuple[int, str, str | None]]:
+        """(seq, state, stop reason) of containers asked to stop while holding GPUs, and of
+        queued ones stopped since ``since``: what the scheduler loop must act on."""
         c = s.containers.c
-        out: dict[int, tuple[str, str | None]] = {}
+        holding = [State.PLACING.value, State.STARTING.value, State.RUNNING.value]
+        q = select(c.seq, c.state, c.stop_reason).where(
+            or_(
+                and_(c.state.in_(holding), c.stop_requested.is_(True)),
+                and_(c.state == State.STOPPED.value, c.updated_at >= since),
+            )
+        )
         with self._tx(read=True) as conn:
-            for i in range(0, len(ids), 500):
-                q = select(c.seq, c.state, c.stop_requested, c.stop_reason).where(
-                    c.seq.in_(ids[i : i + 500])
+            return [
+                (
+                    int(r.seq),
+                    str(r.state),
+                    (r.stop_reason or "Stopped") if r.state in holding else None,
                 )
-                out.update(
-                    {
-                        r.seq: (r.state, (r.stop_reason or "Stopped") if r.stop_requested else None)
-                        for r in conn.execute(q)
-                    }
-                )
-        return out
+                for r in conn.execute(q)
+            ]
 
     def reserve(self, seq: int, where: Reservation) -> bool:
         """queued → placing with the GPUs recorded; False when it is no longer queued."""
@@ -576,6 +584,8 @@ class Store:
             )
             if row is None:
                 return False
+            if where.gpus_granted != row["gpus_granted"]:
+                self._count(conn, row["tenant"], where.gpus_granted - row["gpus_granted"], 0)
             conn.execute(
                 update(s.containers)
                 .where(c.seq == seq)
@@ -638,6 +648,8 @@ class Store:
         }
         if exit_code is not None:
             values["exit_code"] = exit_code
+        if to.final and not State(row["state"]).final:
+            self._count(conn, row["tenant"], -int(row["gpus_granted"]), -1)
         conn.execute(update(s.containers).where(s.containers.c.seq == row["seq"]).values(**values))
         conn.execute(
             insert(s.events).values(

@@ -157,6 +157,7 @@ class ControlPlane:
         if self._thread is not None:
             self._thread.join(timeout=10)
         try:
+            self.scheduler.close()
             self.scheduler.resign()
         finally:
             self.store.close()
