@@ -155,6 +155,7 @@ def test_stop_ends_a_running_container_as_stopped_and_is_idempotent(
 ) -> None:
     executor = ProcessExecutor()
     launch = start(executor, make_launch(tmp_path, "s", "sleep", "30"))
+    wait_for(lambda: executor.status("s", launch.directory).started_at is not None)
     running = executor.status("s", launch.directory)
     assert running.state is ExecState.RUNNING and running.started_at
     executor.stop("s", launch.directory, grace_s=2)
@@ -445,3 +446,33 @@ def test_from_path_finds_the_engine(fake_engine: Path, monkeypatch: pytest.Monke
     monkeypatch.setenv("PATH", str(fake_engine.parent))
     executor = EngineExecutor.from_path("podman")
     assert (executor.name, executor.binary) == ("podman", str(fake_engine))
+
+
+def test_shims_come_from_the_launcher_and_outlive_it(tmp_path: Path, start: Start) -> None:
+    from gpucaas.control import _executor
+
+    executor = ProcessExecutor()
+    first = start(executor, make_launch(tmp_path, "l1", "sleep", "30"))
+    launcher = _executor._LAUNCHER._proc
+    assert launcher is not None and launcher.poll() is None
+    shim = json.loads((first.directory / "shim.pid").read_text())["pid"]
+    assert shim != launcher.pid
+    launcher.kill()  # the launcher dies; its shims do not, and a new one takes over
+    launcher.wait()
+    second = start(executor, make_launch(tmp_path, "l2", "sleep", "30"))
+    assert executor.status("l1", first.directory).state is ExecState.RUNNING
+    assert executor.status("l2", second.directory).state is ExecState.RUNNING
+    assert _executor._LAUNCHER._proc is not launcher
+
+
+def test_without_a_launcher_each_shim_is_a_fresh_interpreter(
+    tmp_path: Path, start: Start, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from gpucaas.control import _executor
+
+    monkeypatch.setattr(_executor, "_LAUNCHER", _executor._Launcher())
+    monkeypatch.setattr(_executor._LAUNCHER, "_broken", True)
+    executor = ProcessExecutor()
+    launch = start(executor, make_launch(tmp_path, "fresh", "sh", "-c", "echo fresh"))
+    assert ended(executor, launch).exit_code == 0
+    assert "fresh" in (launch.directory / "log").read_text()

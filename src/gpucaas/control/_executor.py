@@ -17,16 +17,19 @@ up); the shim itself is reparented, so nobody in the control plane has to reap i
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import enum
 import json
 import math
 import os
 import re
+import select
 import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -339,10 +342,7 @@ class _ShimExecutor:
             raise AlreadyRunning(launch.container_id, directory)
         for stale in (SHIM_PID, STARTED, EXIT, STOP_REQUEST):
             (directory / stale).unlink(missing_ok=True)
-        argv = [
-            sys.executable,
-            "-I",
-            str(SHIM_SCRIPT),
+        shim_args = [
             "--detach",
             "--dir",
             str(directory),
@@ -350,27 +350,37 @@ class _ShimExecutor:
             repr(float(self.grace_s)),
         ]
         if launch.max_runtime_s is not None:
-            argv += ["--max-runtime-s", str(launch.max_runtime_s)]
+            shim_args += ["--max-runtime-s", str(launch.max_runtime_s)]
         banner = self._banner(launch)
         if banner:
-            argv += ["--banner", banner]
+            shim_args += ["--banner", banner]
         stop_cmd = self._stop_cmd(launch)
         if stop_cmd:
-            argv += ["--stop-cmd", json.dumps(stop_cmd)]
-        argv += ["--", *self._workload(launch)]
+            shim_args += ["--stop-cmd", json.dumps(stop_cmd)]
+        shim_args += ["--", *self._workload(launch)]
+        env = self._shim_env(launch)
+        code = _LAUNCHER.start(shim_args, env, directory)
+        if code is None:  # no launcher: a fresh interpreter per shim (slower, same result)
+            code = self._start_interpreter(launch, shim_args, env)
+        if code != 0:
+            raise ShimStartFailed(launch.container_id, directory, f"it exited with code {code}")
+
+    def _start_interpreter(self, launch: Launch, shim_args: list[str], env: dict[str, str]) -> int:
+        directory = launch.directory
+        argv = [sys.executable, "-I", str(SHIM_SCRIPT), *shim_args]
         with open(directory / SHIM_LOG, "ab") as shim_log:
             proc = subprocess.Popen(
                 argv,
                 stdin=subprocess.DEVNULL,
                 stdout=shim_log,
                 stderr=shim_log,
-                env=self._shim_env(launch),
+                env=env,
                 cwd=directory,
                 start_new_session=True,
             )
         with proc:
             try:
-                code = proc.wait(timeout=SHIM_START_TIMEOUT_S)
+                return proc.wait(timeout=SHIM_START_TIMEOUT_S)
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
@@ -379,8 +389,6 @@ class _ShimExecutor:
                     directory,
                     f"no shim.pid after {SHIM_START_TIMEOUT_S:g} s",
                 ) from None
-        if code != 0:
-            raise ShimStartFailed(launch.container_id, directory, f"it exited with code {code}")
 
     def status(self, container_id: str, directory: Path) -> ExecStatus:
         """The container's state, read from the shim's files in ``directory``."""
@@ -492,6 +500,88 @@ class _ShimExecutor:
             if (directory / EXIT).exists() or not _alive(pid, start_time):
                 return
             time.sleep(_POLL_S)
+
+
+class _Launcher:
+    """One long-lived ``_shim.py --launcher`` process that forks shims on request.
+
+    A shim started by ``fork()`` from a loaded interpreter costs about a millisecond of CPU
+    instead of a new interpreter's tens; on a busy control plane that is the difference
+    between starting containers and starving the API. Shared by every executor in this
+    process, started on first use, restarted once if it died. ``start`` returns None when
+    no launcher can run, and the caller starts a fresh interpreter instead.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._broken = False
+
+    def start(self, shim_args: list[str], env: Mapping[str, str], cwd: Path) -> int | None:
+        request = {"argv": shim_args, "env": dict(env), "cwd": str(cwd), "log": str(cwd / SHIM_LOG)}
+        line = (json.dumps(request) + "\n").encode()
+        with self._lock:
+            for _attempt in range(2):
+                proc = self._running()
+                if proc is None:
+                    return None
+                assert proc.stdin is not None and proc.stdout is not None
+                try:
+                    proc.stdin.write(line)
+                    proc.stdin.flush()
+                    ready, _, _ = select.select([proc.stdout], [], [], SHIM_START_TIMEOUT_S)
+                    answer = proc.stdout.readline() if ready else b""
+                except OSError:
+                    answer = b""
+                if answer:
+                    try:
+                        return int(json.loads(answer)["rc"])
+                    except (ValueError, KeyError, TypeError):
+                        return 1
+                self._drop()  # died or hung: one fresh launcher, then give up on it
+            self._broken = True
+            return None
+
+    def _running(self) -> subprocess.Popen[bytes] | None:
+        if self._proc is not None and self._proc.poll() is None:
+            return self._proc
+        if self._broken:
+            return None
+        self._drop()
+        try:
+            self._proc = subprocess.Popen(
+                [sys.executable, "-I", str(SHIM_SCRIPT), _shim.LAUNCHER_FLAG],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        except OSError:
+            self._broken = True
+            return None
+        return self._proc
+
+    def _drop(self) -> None:
+        proc, self._proc = self._proc, None
+        if proc is None:
+            return
+        for stream in (proc.stdin, proc.stdout):
+            if stream is not None:
+                with contextlib.suppress(OSError):
+                    stream.close()
+        try:
+            proc.wait(timeout=2)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+    def close(self) -> None:
+        with self._lock:
+            self._drop()
+
+
+_LAUNCHER = _Launcher()
+atexit.register(_LAUNCHER.close)
 
 
 class ProcessExecutor(_ShimExecutor):

@@ -338,5 +338,61 @@ def _write_exit(
     write_atomically(directory / EXIT, json.dumps(record))
 
 
+LAUNCHER_FLAG = "--launcher"
+
+
+def serve_launcher() -> int:
+    """``--launcher``: start shims by ``fork()`` from this small, already-loaded process.
+
+    Starting a shim as a new interpreter costs tens of milliseconds of CPU; forking this
+    one costs about one. Requests arrive on stdin, one JSON object per line:
+    ``{"argv": [shim arguments], "env": {...}, "cwd": DIR, "log": PATH}``; each is run as
+    :func:`main` with those arguments in a forked child (stdout and stderr to ``log``), and
+    ``{"rc": N}`` is answered on stdout once that child returned (with ``--detach``: once
+    the shim is up). Exits at end of input; the shims it started live on.
+    """
+    for line in sys.stdin:
+        try:
+            request = json.loads(line)
+            argv = [str(a) for a in request["argv"]]
+            env = {str(k): str(v) for k, v in request["env"].items()}
+            cwd, log_path = str(request["cwd"]), str(request["log"])
+        except (ValueError, KeyError, TypeError, AttributeError) as err:
+            sys.stdout.write(json.dumps({"rc": 2, "error": f"bad request: {err}"}) + "\n")
+            sys.stdout.flush()
+            continue
+        pid = os.fork()
+        if pid == 0:  # the child: becomes the starter of one shim
+            code = 1
+            try:
+                null = os.open(os.devnull, os.O_RDONLY)
+                log_fd = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+                os.dup2(null, 0)
+                os.dup2(log_fd, 1)
+                os.dup2(log_fd, 2)
+                os.close(null)
+                os.close(log_fd)
+                sys.stdin = open(os.devnull)  # noqa: SIM115 - this process ends below
+                os.chdir(cwd)
+                os.environ.clear()
+                os.environ.update(env)
+                code = main(argv)
+            except BaseException:  # noqa: BLE001 - report, then leave this forked child
+                import traceback
+
+                traceback.print_exc()
+            finally:
+                with contextlib.suppress(Exception):
+                    sys.stderr.flush()
+                    sys.stdout.flush()
+                os._exit(code)
+        _, status = os.waitpid(pid, 0)
+        sys.stdout.write(json.dumps({"rc": os.waitstatus_to_exitcode(status)}) + "\n")
+        sys.stdout.flush()
+    return 0
+
+
 if __name__ == "__main__":
+    if sys.argv[1:] == [LAUNCHER_FLAG]:
+        raise SystemExit(serve_launcher())
     raise SystemExit(main())
