@@ -29,11 +29,32 @@ def up(
     store: Annotated[
         str | None,
         typer.Option(
+            envvar="GPUCAAS_STORE_URL",
             help="Store URL (default: SQLite in the state dir). postgresql+psycopg://… for "
-            "several replicas."
+            "several replicas.",
         ),
     ] = None,
     policy: Annotated[str, typer.Option(help="Placement policy.")] = "best-fit",
+    backend: Annotated[
+        str,
+        typer.Option(
+            help="local: simulated boards on this machine; kubernetes: the cluster's gpucaas "
+            "nodes (pods in Kata VMs, bound by gpucaas)."
+        ),
+    ] = "local",
+    kubeconfig: Annotated[
+        str | None,
+        typer.Option(help="kubernetes backend: kubeconfig file (default $KUBECONFIG, in-cluster)."),
+    ] = None,
+    runtime_class: Annotated[
+        str, typer.Option(help="kubernetes backend: RuntimeClass of tenant pods.")
+    ] = "kata-qemu-nvidia-gpu",
+    toleration: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="kubernetes backend: a toleration of tenant pods, KEY[=VALUE]:EFFECT (repeatable)."
+        ),
+    ] = None,
 ) -> None:
     """Start API + store + scheduler + a local fleet of simulated HGX boards in one process.
 
@@ -42,9 +63,10 @@ def up(
 
     Example: gpucaas up --state-dir /tmp/gpucaas --nodes 10 --executor process
     """
-    from gpucaas.control import UpConfig, serve  # the server stack loads only for `up`
+    from gpucaas.control import UpConfig, parse_toleration, serve  # loads only for `up`
 
     with user_errors():
+        tolerations = [parse_toleration(t) for t in toleration or ()]
         serve(
             UpConfig(
                 state_dir=state_dir,
@@ -54,5 +76,9 @@ def up(
                 executor=executor,
                 store_url=store,
                 policy=policy,
+                backend=backend,
+                kubeconfig=kubeconfig,
+                runtime_class=runtime_class,
+                tolerations=tolerations,
             )
         )

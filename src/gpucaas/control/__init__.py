@@ -2,7 +2,7 @@
 
 from gpucaas.client import State
 
-from ._api import Backend, BoardInfo, Phase, Workload, WorkloadStatus
+from ._api import Backend, BoardInfo, Phase, TenantSpec, Workload, WorkloadStatus
 from ._app import create_app
 from ._errors import (
     AlreadyExists,
@@ -20,13 +20,24 @@ from ._executor import (
     ExecutorRefused,
     ProcessExecutor,
 )
+from ._kubernetes import KubernetesBackend, PodDefaults
 from ._local import LocalBackend
 from ._models import ContainerCreate, TenantCreate
 from ._scheduler import Scheduler
 from ._store import Principal, Store, StoreUnavailable, sqlite_url
-from ._up import EXECUTORS, ControlPlane, Credentials, UpConfig, make_executor, serve
+from ._up import (
+    BACKENDS,
+    EXECUTORS,
+    ControlPlane,
+    Credentials,
+    UpConfig,
+    make_executor,
+    parse_toleration,
+    serve,
+)
 
 __all__ = [
+    "BACKENDS",
     "EXECUTORS",
     "AlreadyExists",
     "Backend",
@@ -40,9 +51,11 @@ __all__ = [
     "ExecutorRefused",
     "Forbidden",
     "IdempotencyMismatch",
+    "KubernetesBackend",
     "LocalBackend",
     "NotFound",
     "Phase",
+    "PodDefaults",
     "Principal",
     "ProcessExecutor",
     "QuotaExceeded",
@@ -52,12 +65,14 @@ __all__ = [
     "Store",
     "StoreUnavailable",
     "TenantCreate",
+    "TenantSpec",
     "Unauthenticated",
     "UpConfig",
     "Workload",
     "WorkloadStatus",
     "create_app",
     "make_executor",
+    "parse_toleration",
     "serve",
     "sqlite_url",
 ]

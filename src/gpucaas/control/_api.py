@@ -24,7 +24,19 @@ class BoardInfo:
     labels: Mapping[str, str] = field(default_factory=dict)
     unhealthy: tuple[int, ...] = ()
     cordoned: bool = False
-    """Cordoned by the backend itself (e.g. a Kubernetes node marked unschedulable)."""
+    """Closed to new work by the backend itself (a node unschedulable or not Ready)."""
+    ready: bool = True
+    """False while the backend cannot reach the board (a node NotReady)."""
+
+
+@dataclass(frozen=True, slots=True)
+class TenantSpec:
+    """What a backend sets up for a tenant (namespace, policies, quota)."""
+
+    name: str
+    max_gpus: int
+    max_containers: int
+    nfs_exports: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,7 +104,8 @@ class Backend(Protocol):
     def status(self, workload: Workload) -> WorkloadStatus: ...
 
     def stop(self, workload: Workload, grace_s: float) -> None:
-        """Ask it to end: SIGTERM, then SIGKILL after ``grace_s``. No-op once ended."""
+        """Ask it to end: SIGTERM, then SIGKILL after ``grace_s``. No-op once ended. Returns
+        at once (the grace period runs elsewhere)."""
         ...
 
     def release(self, workload: Workload) -> None:
@@ -105,4 +118,12 @@ class Backend(Protocol):
 
     def logs(self, workload: Workload, *, follow: bool) -> Iterator[bytes]:
         """The workload's output; with ``follow``, until it ends."""
+        ...
+
+    def ensure_tenant(self, tenant: TenantSpec) -> None:
+        """Set up (or update) what the tenant's workloads need. Idempotent."""
+        ...
+
+    def remove_tenant(self, tenant: str) -> None:
+        """Remove what :meth:`ensure_tenant` made. Idempotent."""
         ...

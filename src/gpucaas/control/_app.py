@@ -23,7 +23,7 @@ from sqlalchemy import RowMapping
 from gpucaas.client import State
 from gpucaas.errors import Conflict, GpucaasError, InvalidRequest, MisuseError, Unavailable
 
-from ._api import Backend
+from ._api import Backend, TenantSpec
 from ._errors import Forbidden, NotFound, Unauthenticated
 from ._models import (
     BoardPartition,
@@ -354,7 +354,19 @@ def create_app(store: Store, scheduler: Scheduler, backend: Backend) -> FastAPI:
                     time.sleep(0.2)
             yield from backend.logs(workload, follow=follow)
 
-        return StreamingResponse(chunks(), media_type="text/plain; charset=utf-8")
+        # The first chunk is read here, so a backend that cannot give logs at all answers
+        # with an error status (503 and why) instead of a broken 200 stream.
+        stream = chunks()
+        first = next(stream, b"")
+
+        def rest() -> Iterator[bytes]:
+            yield first
+            try:
+                yield from stream
+            except GpucaasError as exc:
+                yield f"\ngpucaas: the log stream broke off: {exc}\n".encode()
+
+        return StreamingResponse(rest(), media_type="text/plain; charset=utf-8")
 
     @app.delete("/v1/containers/{container_id}", responses=_ERRORS, tags=["containers"])
     def stop_container(container_id: str, who: Who) -> Container:
@@ -369,6 +381,9 @@ def create_app(store: Store, scheduler: Scheduler, backend: Backend) -> FastAPI:
     def create_tenant(body: TenantCreate, _: Admin) -> TenantCreated:
         """Create a tenant and its first token (shown once)."""
         tenant, secret, token = store.create_tenant(body)
+        backend.ensure_tenant(
+            TenantSpec(body.name, body.max_gpus, body.max_containers, tuple(body.nfs_exports))
+        )
         return TenantCreated(
             tenant=tenant_view(tenant),
             token=NewToken(**token_view(token).model_dump(), token=secret),
@@ -389,6 +404,7 @@ def create_app(store: Store, scheduler: Scheduler, backend: Backend) -> FastAPI:
     def delete_tenant(name: str, _: Admin) -> Response:
         """Delete a tenant with no unfinished containers, its tokens and its history."""
         store.delete_tenant(name)
+        backend.remove_tenant(name)
         return Response(status_code=204)
 
     @app.post("/v1/admin/tenants/{name}/tokens", status_code=201, responses=_ERRORS, tags=["admin"])

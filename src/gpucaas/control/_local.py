@@ -24,7 +24,7 @@ from gpucaas.fabric import (
 )
 from gpucaas.topology import BoardModel, format_module_ids
 
-from ._api import BoardInfo, Phase, Workload, WorkloadStatus
+from ._api import BoardInfo, Phase, TenantSpec, Workload, WorkloadStatus
 from ._executor import AlreadyRunning, ExecState, ExecStatus, Executor, Launch
 from ._executor import NfsMount as ExecNfsMount
 
@@ -183,6 +183,12 @@ class LocalBackend:
                         controller.deactivate(pid)
                     except PartitionNotActive:
                         pass
+
+    def ensure_tenant(self, tenant: TenantSpec) -> None:
+        return None  # one machine, no namespaces: the store's quota is the only limit
+
+    def remove_tenant(self, tenant: str) -> None:
+        return None
 
     def logs(self, workload: Workload, *, follow: bool) -> Iterator[bytes]:
         path = self.directory(workload.container_id) / "log"

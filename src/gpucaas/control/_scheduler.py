@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -31,7 +31,7 @@ from gpucaas.errors import GpucaasError, MisuseError
 from gpucaas.placement import Fleet, Placement, Queue, Request
 from gpucaas.topology import BoardModel, get_model, mask_of
 
-from ._api import Backend, Phase, Workload, WorkloadStatus
+from ._api import Backend, BoardInfo, Phase, Workload, WorkloadStatus
 from ._models import NfsMount
 from ._store import Reservation, Store
 
@@ -43,6 +43,8 @@ LEASE_TTL_S = 10.0
 """A leader that stops renewing (crashed, partitioned) is replaced after this long."""
 STOP_CHECK_S = 0.5
 """How often the loop re-reads stop requests made by other replicas (its own wake it)."""
+BOARDS_REFRESH_S = 1.0
+"""How often the backend's boards (nodes: Ready, cordoned, GPU health) are re-read."""
 FOLLOW_RUNNING_S = 0.5
 """How often running workloads are asked for their status (starting ones: every pass)."""
 START_WORKERS = 8
@@ -124,6 +126,9 @@ class Scheduler:
         self._held: dict[int, _Held] = {}
         self._models: dict[str, BoardModel] = {}
         self._last_stop_check = -float("inf")
+        self._last_boards = -float("inf")
+        self._boards: dict[str, BoardInfo] = {}
+        self._admin_cordons: set[tuple[str, int]] = set()
         self._last_stop_wall = 0.0
         self.passes = 0
 
@@ -163,20 +168,15 @@ class Scheduler:
             self._queued.clear()
             self._held.clear()
             self._last_seq = 0
-            for board in self.backend.boards():
-                model = self.model(board.model)
-                self.fleet.add_node(board.name, model, board.labels)
-                for module_id in board.unhealthy:
-                    self.fleet.set_gpu_health(board.name, module_id, False)
-                if board.cordoned:
-                    self.fleet.cordon_node(board.name)
+            self._boards = {}
+            self._admin_cordons = set(self.store.cordons())
+            self._apply_boards(self.backend.boards())
             adopted: list[Workload] = []
             for row in self.store.holding():
                 held = self._adopt(row)
                 if held is not None:
                     adopted.append(held.workload)
             self.backend.sync(adopted)
-            self._apply_cordons()
             for seq, held in list(self._held.items()):
                 self._follow(seq, held, recovering=True)
             self._pull_queued()
@@ -208,15 +208,43 @@ class Scheduler:
         self._held[seq] = held
         return held
 
-    def _apply_cordons(self) -> None:
-        for board, module_id in self.store.cordons():
-            try:
-                if module_id == 0:
-                    self.fleet.cordon_node(board)
-                else:
-                    self.fleet.cordon_gpu(board, module_id)
-            except GpucaasError as exc:
-                log.warning("ignoring cordon of %s/%s: %s", board, module_id, exc)
+    def _apply_boards(self, boards: Sequence[BoardInfo]) -> None:
+        """Make the fleet match the backend's boards and the operator's cordons (a diff)."""
+        seen = set()
+        for board in boards:
+            seen.add(board.name)
+            old = self._boards.get(board.name)
+            if old is None:
+                try:
+                    self.fleet.add_node(board.name, self.model(board.model), board.labels)
+                except GpucaasError as exc:
+                    log.warning("ignoring board %s: %s", board.name, exc)
+                    continue
+            elif (old.model, dict(old.labels)) != (board.model, dict(board.labels)):
+                # Relabelled or re-modelled: take it out and in again (placements stay).
+                log.info("board %s changed its labels or model", board.name)
+            gpus = self.model(board.model).gpu_count
+            for module_id in range(1, gpus + 1):
+                admin = (board.name, module_id) in self._admin_cordons
+                self.fleet.set_gpu_health(board.name, module_id, module_id not in board.unhealthy)
+                self.fleet.cordon_gpu(board.name, module_id, admin)
+            closed = board.cordoned or (board.name, 0) in self._admin_cordons
+            self.fleet.cordon_node(board.name, closed)
+            if old is not None and old.ready and not board.ready:
+                for held in self._held.values():
+                    if held.workload.board == board.name:
+                        self.store.note(
+                            held.seq, "NodeNotReady", f"{board.name} is not Ready; still running?"
+                        )
+            self._boards[board.name] = board
+        for name in set(self._boards) - seen:
+            del self._boards[name]
+            for placement in self.fleet.remove_node(name):
+                gone = self._held.pop(int(placement.request_id), None)
+                if gone is not None:
+                    self.store.transition(
+                        gone.seq, State.LOST, "NodeRemoved", f"board {name} left the fleet"
+                    )
 
     # -- the loop --------------------------------------------------------------------------
 
@@ -247,8 +275,11 @@ class Scheduler:
         """One pass; True while something is on its way (starting, stopping)."""
         with self.lock:
             self.passes += 1
-            self._pull_queued()
             now = self._clock()
+            if now - self._last_boards >= BOARDS_REFRESH_S:
+                self._last_boards = now
+                self._apply_boards(self.backend.boards())
+            self._pull_queued()
             if self._stops_asked or now - self._last_stop_check >= STOP_CHECK_S:
                 self._stops_asked = False
                 self._read_stops(since=self._last_stop_wall)
@@ -365,13 +396,17 @@ class Scheduler:
             log.warning("status of %s failed: %s", held.workload.container_id, exc)
             return
         if status.phase is Phase.ABSENT:
-            if held.state is State.PLACING:
+            if held.stopping is not None and held.state is not State.PLACING:
+                # Stopped, and the backend already removed it (a deleted pod).
+                self._end(held, State.STOPPED, held.stopping, "")
+            elif held.state is State.PLACING:
                 if held.stopping is not None:
                     self._end(held, State.STOPPED, held.stopping, "stopped before it started")
                 else:
                     self._drive_start(held)  # reserved before a crash, never started
-            elif recovering:
-                self._end(held, State.LOST, "NotFound", "the backend has no such workload")
+            else:
+                why = "after a restart" if recovering else "any more"
+                self._end(held, State.LOST, "NotFound", f"the backend has no such workload {why}")
             return
         if status.phase in (Phase.STARTING, Phase.RUNNING):
             if held.stopping is not None and not held.stop_sent:
@@ -433,12 +468,24 @@ class Scheduler:
     # -- operator actions ------------------------------------------------------------------
 
     def cordon(self, board: str, module_id: int, cordoned: bool) -> None:
+        """The operator's cordon of a board (``module_id`` 0) or one GPU; kept in the store."""
         with self.lock:
+            self.store.set_cordon(board, module_id, cordoned)
+            key = (board, module_id)
+            if cordoned:
+                self._admin_cordons.add(key)
+            else:
+                self._admin_cordons.discard(key)
             if module_id == 0:
-                self.fleet.cordon_node(board, cordoned)
+                info = self._boards.get(board)
+                self.fleet.cordon_node(board, cordoned or bool(info and info.cordoned))
             else:
                 self.fleet.cordon_gpu(board, module_id, cordoned)
-            self.store.set_cordon(board, module_id, cordoned)
+
+    def boards(self) -> dict[str, BoardInfo]:
+        """The backend's boards as of the last refresh."""
+        with self.lock:
+            return dict(self._boards)
 
     def on_board(self, board: str) -> list[str]:
         with self.lock:

@@ -657,6 +657,22 @@ class Store:
             )
         )
 
+    def note(self, seq: int, reason: str, message: str) -> None:
+        """Record an event without a state change (e.g. the node went NotReady)."""
+        with self._tx() as conn:
+            row = (
+                conn.execute(select(s.containers).where(s.containers.c.seq == seq))
+                .mappings()
+                .first()
+            )
+            if row is None:
+                return
+            conn.execute(
+                insert(s.events).values(
+                    container_seq=seq, at=now(), state=row["state"], reason=reason, message=message
+                )
+            )
+
     def count(self, states: Iterable[State] | None = None) -> int:
         q = select(func.count()).select_from(s.containers)
         if states is not None:

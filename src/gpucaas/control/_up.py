@@ -19,6 +19,7 @@ from gpucaas.fabric import write_atomically
 from gpucaas.placement import get_policy
 from gpucaas.topology import get_model
 
+from ._api import Backend, TenantSpec
 from ._app import create_app
 from ._executor import EngineExecutor, Executor, ProcessExecutor
 from ._local import LocalBackend
@@ -29,6 +30,7 @@ from ._store import Store, sqlite_url
 log = logging.getLogger(__name__)
 
 EXECUTORS = ("auto", "process", "podman", "docker")
+BACKENDS = ("local", "kubernetes")
 CREDENTIALS_FILE = "credentials.json"
 DEMO_TENANT = "demo"
 
@@ -43,7 +45,13 @@ class UpConfig:
     store_url: str | None = None
     policy: str = "best-fit"
     grace_s: float = DEFAULT_GRACE_S
-    extra: dict[str, Any] = field(default_factory=dict)
+    backend: str = "local"
+    """local (simulated boards on this machine) or kubernetes."""
+    kubeconfig: str | None = None
+    """For the kubernetes backend: a kubeconfig file (None: $KUBECONFIG or in-cluster)."""
+    runtime_class: str = "kata-qemu-nvidia-gpu"
+    tolerations: list[dict[str, str]] = field(default_factory=list)
+    """Extra tolerations of tenant pods (e.g. a test cluster's fake-node taint)."""
 
     def host_port(self) -> tuple[str, int]:
         host, sep, port = self.listen.rpartition(":")
@@ -84,6 +92,27 @@ def make_executor(name: str) -> Executor:
     return ProcessExecutor()
 
 
+def parse_toleration(text: str) -> dict[str, str]:
+    """``KEY[=VALUE]:EFFECT`` (as ``kubectl taint`` writes taints) → a toleration."""
+    head, sep, effect = text.rpartition(":")
+    key, eq, value = head.partition("=")
+    effects = ("NoSchedule", "PreferNoSchedule", "NoExecute")
+    if not sep or not key or effect not in effects:
+        raise InvalidRequest(
+            f"--toleration {text!r} is not KEY[=VALUE]:EFFECT with EFFECT one of "
+            f"{', '.join(effects)}, e.g. kwok.x-k8s.io/node=fake:NoSchedule"
+        )
+    if eq:
+        return {"key": key, "operator": "Equal", "value": value, "effect": effect}
+    return {"key": key, "operator": "Exists", "effect": effect}
+
+
+def _toleration(spec: dict[str, str]) -> Any:
+    from lightkube.models.core_v1 import Toleration
+
+    return Toleration.from_dict(spec)
+
+
 def _lock_state_dir(state_dir: Path) -> IO[bytes]:
     """One process per state directory: its containers and fabric state are that process's."""
     handle = (state_dir / "lock").open("ab")
@@ -121,10 +150,15 @@ class ControlPlane:
     def __init__(self, config: UpConfig, executor: Executor | None = None) -> None:
         if config.nodes < 1:
             raise InvalidRequest(f"--nodes must be at least 1, got {config.nodes}")
+        if config.backend not in BACKENDS:
+            raise InvalidRequest(
+                f"--backend {config.backend!r} is not one of {', '.join(BACKENDS)}"
+            )
         self.config = config
         model = get_model(config.board)
         get_policy(config.policy)
-        executor = executor or make_executor(config.executor)
+        if config.backend == "local":
+            executor = executor or make_executor(config.executor)
         config.state_dir.mkdir(parents=True, exist_ok=True)
         self._lock_file = _lock_state_dir(config.state_dir)
         try:
@@ -132,7 +166,24 @@ class ControlPlane:
         except BaseException:
             self._lock_file.close()
             raise
-        self.backend = LocalBackend(config.state_dir, model, config.nodes, executor)
+        self.backend: Backend
+        if config.backend == "local":
+            assert executor is not None
+            self.backend = LocalBackend(config.state_dir, model, config.nodes, executor)
+        else:
+            from ._kubernetes import KubernetesBackend, PodDefaults
+
+            try:
+                self.backend = KubernetesBackend.from_kubeconfig(
+                    config.kubeconfig,
+                    runtime_class=config.runtime_class,
+                    defaults=PodDefaults(tolerations=[_toleration(t) for t in config.tolerations]),
+                    tenants=self.tenant_spec,
+                )
+            except BaseException:
+                self.store.close()
+                self._lock_file.close()
+                raise
         self.scheduler = Scheduler(
             self.store,
             self.backend,
@@ -144,7 +195,19 @@ class ControlPlane:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
+    def tenant_spec(self, name: str) -> TenantSpec:
+        row = self.store.tenant(name)
+        return TenantSpec(
+            name=row["name"],
+            max_gpus=row["max_gpus"],
+            max_containers=row["max_containers"],
+            nfs_exports=tuple(row["nfs_exports"]),
+        )
+
     def start(self) -> None:
+        start_watches = getattr(self.backend, "start_watches", None)
+        if start_watches is not None:
+            start_watches()
         self.scheduler.lead()
         self._thread = threading.Thread(
             target=self.scheduler.run, args=(self._stop,), name="scheduler", daemon=True
@@ -159,6 +222,9 @@ class ControlPlane:
         try:
             self.scheduler.close()
             self.scheduler.resign()
+            close = getattr(self.backend, "close", None)
+            if close is not None:
+                close()
         finally:
             self.store.close()
             self._lock_file.close()
@@ -187,11 +253,19 @@ def serve(config: UpConfig, *, announce: Any = print) -> None:
     url = f"http://{host}:{port}"
     creds = plane.bootstrap(url)
     plane.start()
-    executor = plane.backend.executor.name
-    announce(
-        f"gpucaas up: {config.nodes} × {config.board}, policy {config.policy}, executor "
-        f"{executor}, state in {config.state_dir}"
-    )
+    if isinstance(plane.backend, LocalBackend):
+        executor = plane.backend.executor.name
+        announce(
+            f"gpucaas up: {config.nodes} × {config.board}, policy {config.policy}, executor "
+            f"{executor}, state in {config.state_dir}"
+        )
+    else:
+        executor = "kubernetes"
+        boards = len(plane.backend.boards())
+        announce(
+            f"gpucaas up: Kubernetes backend, {boards} gpucaas nodes, policy {config.policy}, "
+            f"runtime class {config.runtime_class}, state in {config.state_dir}"
+        )
     if executor == "process":
         announce("  executor 'process': commands run as host processes, NO isolation (dev only)")
     if creds is not None:

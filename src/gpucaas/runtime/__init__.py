@@ -1,0 +1,45 @@
+"""Kata runtime sizing: what a GPU microVM costs the host, and the RuntimeClass that says so.
+
+Pure: no I/O. :func:`runtime_overhead` models the per-VM memory and CPU beyond the tenant's
+limits (each term and its source are documented in ``_overhead.py``), :func:`vm_memory_for`
+gives the default VM memory per partition size, and :func:`runtime_class` builds the
+Kubernetes object that ``deploy/runtimeclass.yaml`` holds.
+"""
+
+from ._errors import InvalidVmSpec
+from ._overhead import (
+    DEFAULT_VCPUS,
+    HEADROOM_FRACTION,
+    HGX_GPUS,
+    HGX_HOST_MEMORY_GIB,
+    HGX_NODE_SELECTOR,
+    HGX_TOLERATIONS,
+    HOST_RESERVED_GIB,
+    KATA_BASE_MEMORY_GIB,
+    KATA_BASE_VCPUS,
+    RUNTIME_CLASS_NAME,
+    VM_MEMORY_PER_GPU_GIB,
+    Overhead,
+    runtime_class,
+    runtime_overhead,
+    vm_memory_for,
+)
+
+__all__ = [
+    "DEFAULT_VCPUS",
+    "HEADROOM_FRACTION",
+    "HGX_GPUS",
+    "HGX_HOST_MEMORY_GIB",
+    "HGX_NODE_SELECTOR",
+    "HGX_TOLERATIONS",
+    "HOST_RESERVED_GIB",
+    "KATA_BASE_MEMORY_GIB",
+    "KATA_BASE_VCPUS",
+    "RUNTIME_CLASS_NAME",
+    "VM_MEMORY_PER_GPU_GIB",
+    "InvalidVmSpec",
+    "Overhead",
+    "runtime_class",
+    "runtime_overhead",
+    "vm_memory_for",
+]

@@ -1,0 +1,323 @@
+"""The Kubernetes backend on a real kube-apiserver with 100 kwok HGX nodes (the seed's
+datacenter): 1,000 containers through the gpucaas HTTP API, bound by gpucaas, never two on
+one GPU, always a valid partition; tenant objects; cordon and NotReady; kill -9 and restart.
+"""
+
+from __future__ import annotations
+
+import random
+import sys
+import time
+import uuid
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, TypeVar
+
+import httpx
+import pytest
+from lightkube import ApiError, Client, KubeConfig, codecs
+from lightkube.models.core_v1 import NodeSpec, NodeStatus, Taint
+from lightkube.models.meta_v1 import ObjectMeta
+from lightkube.resources.core_v1 import (
+    Namespace,
+    Node,
+    Pod,
+    ResourceQuota,
+    ServiceAccount,
+)
+from lightkube.resources.networking_v1 import NetworkPolicy
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from gpucaas.runtime import runtime_class
+from gpucaas.topology import get_model  # noqa: E402
+from live_plane import FINAL, Live, live_plane  # noqa: E402
+
+H100 = get_model("hgx-h100-8")
+GPU = "nvidia.com/gpu"
+NODES = 100
+KWOK_TAINT = "kwok.x-k8s.io/node=fake:NoSchedule"
+RUN = uuid.uuid4().hex[:6]
+T = TypeVar("T")
+
+
+def wait_for(what: str, probe: Callable[[], T | None], timeout: float = 90.0) -> T:
+    deadline = time.monotonic() + timeout
+    while True:
+        got = probe()
+        if got:
+            return got
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.25)
+
+
+@pytest.fixture(scope="module")
+def kube(kube_cluster: Any) -> Iterator[Client]:
+    config = KubeConfig.from_file(str(kube_cluster.kubeconfig)).get()
+    client = Client(config, field_manager="gpucaas-e2e")
+    try:
+        yield client
+    finally:
+        client.close()
+
+
+def node_name(i: int) -> str:
+    return f"hgx-{RUN}-{i:03d}"
+
+
+@pytest.fixture(scope="module")
+def hgx_nodes(kube: Client) -> Iterator[list[str]]:
+    capacity = {"cpu": "224", "memory": "2Ti", "pods": "110", GPU: "8"}
+    names = [node_name(i) for i in range(NODES)]
+
+    def make(name: str) -> None:
+        kube.create(
+            Node(
+                metadata=ObjectMeta(
+                    name=name,
+                    annotations={"kwok.x-k8s.io/node": "fake"},
+                    labels={
+                        "type": "kwok",
+                        "kubernetes.io/hostname": name,
+                        "gpucaas.io/hgx": "true",
+                        "gpucaas.io/board-model": "hgx-h100-8",
+                        "gpucaas-e2e": RUN,
+                    },
+                ),
+                spec=NodeSpec(
+                    taints=[Taint(key="kwok.x-k8s.io/node", value="fake", effect="NoSchedule")]
+                ),
+                status=NodeStatus(capacity=capacity, allocatable=capacity),
+            )
+        )
+
+    for name in names:
+        make(name)
+    wait_for(
+        "100 Ready kwok nodes",
+        lambda: (
+            sum(
+                1
+                for n in kube.list(Node, labels={"gpucaas-e2e": RUN})
+                for c in (n.status.conditions or [])
+                if c.type == "Ready" and c.status == "True"
+            )
+            == NODES
+        ),
+    )
+    try:
+        yield names
+    finally:
+        for name in names:
+            _delete(kube, Node, name)
+
+
+def _delete(kube: Client, res: Any, name: str, namespace: str | None = None) -> None:
+    try:
+        kube.delete(res, name, namespace=namespace)
+    except ApiError as exc:
+        if exc.status.code != 404:
+            raise
+
+
+@pytest.fixture(scope="module")
+def kata_runtime_class(kube: Client) -> Iterator[str]:
+    """The RuntimeClass of deploy/ (gpucaas.runtime.runtime_class()), as an operator installs it."""
+    obj = codecs.from_dict(runtime_class())
+    kube.apply(obj, force=True)
+    yield obj.metadata.name
+
+
+@pytest.fixture(scope="module")
+def plane(
+    kube_cluster: Any,
+    hgx_nodes: list[str],
+    kata_runtime_class: str,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Live]:
+    with live_plane(
+        tmp_path_factory.mktemp("k8s"),
+        backend="kubernetes",
+        kubeconfig=str(kube_cluster.kubeconfig),
+        tolerations=[{"key": "kwok.x-k8s.io/node", "operator": "Exists", "effect": "NoSchedule"}],
+    ) as live:
+        yield live
+
+
+def tenant_name(base: str) -> str:
+    return f"{base}-{RUN}"
+
+
+@pytest.fixture(scope="module")
+def tenants(plane: Live, kube: Client) -> Iterator[dict[str, str]]:
+    tokens = {
+        "alpha": plane.new_tenant(tenant_name("alpha"), max_gpus=100_000, max_containers=100_000),
+        "beta": plane.new_tenant(
+            tenant_name("beta"), max_gpus=16, max_containers=100, nfs_exports=["10.9.8.7:/exports"]
+        ),
+    }
+    try:
+        yield tokens
+    finally:
+        for base in tokens:
+            with plane.client(tokens[base]) as t:
+                for c in t.get("/v1/containers", params={"limit": 500}).json()["items"]:
+                    if c["state"] not in FINAL:
+                        t.delete(f"/v1/containers/{c['id']}")
+            _delete(kube, Namespace, f"gpucaas-{tenant_name(base)}")
+
+
+def submit(client: httpx.Client, gpus: int, **extra: Any) -> dict[str, Any]:
+    r = client.post(
+        "/v1/containers",
+        json={"image": "registry.invalid/train:1", "command": ["train"], "gpus": gpus, **extra},
+    )
+    assert r.status_code == 201, r.text
+    body: dict[str, Any] = r.json()
+    return body
+
+
+def ids_in(client: httpx.Client, state: str) -> set[str]:
+    """Every container of the client's tenant in ``state`` (all pages)."""
+    out: set[str] = set()
+    token = None
+    while True:
+        params: dict[str, Any] = {"limit": 500, "state": state}
+        if token:
+            params["page_token"] = token
+        page = client.get("/v1/containers", params=params).json()
+        out |= {c["id"] for c in page["items"]}
+        token = page["next_page_token"]
+        if not token:
+            return out
+
+
+def holding(plane: Live) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    with plane.admin() as a:
+        token = None
+        while True:
+            params: dict[str, Any] = {"limit": 500, "state": ["placing", "starting", "running"]}
+            if token:
+                params["page_token"] = token
+            page = a.get("/v1/containers", params=params).json()
+            out += page["items"]
+            token = page["next_page_token"]
+            if not token:
+                return out
+
+
+def check_gpu_sets(plane: Live, kube: Client) -> dict[str, Pod]:
+    """Store and cluster agree; per node, GPU sets never overlap and are partitions."""
+    held = holding(plane)
+    used: dict[str, list[int]] = defaultdict(list)
+    for c in held:
+        part = c["partition"]
+        assert H100.partition_for(part["module_ids"]).id == part["partition_id"]
+        used[part["board"]] += part["module_ids"]
+    for board, modules in used.items():
+        assert len(modules) == len(set(modules)), f"{board}: a GPU is held twice: {modules}"
+    pods = {
+        p.metadata.labels["gpucaas.io/container"]: p
+        for p in kube.list(Pod, namespace="*", labels={"gpucaas.io/container": None})
+        if p.status
+        and p.status.phase not in ("Succeeded", "Failed")
+        and p.metadata.deletionTimestamp is None
+    }
+    running = {c["id"]: c for c in held if c["state"] == "running"}
+    for cid, c in running.items():
+        pod = pods.get(cid)
+        assert pod is not None, f"{cid} is running in the store but has no pod"
+        assert pod.spec.nodeName == c["partition"]["board"], cid
+        assert pod.spec.schedulerName == "gpucaas"
+        assert pod.metadata.annotations["gpucaas.io/module-ids"] == ",".join(
+            map(str, c["partition"]["module_ids"])
+        )
+        assert pod.spec.containers[0].resources.limits[GPU] == str(c["gpus_granted"])
+    stray = set(pods) - {c["id"] for c in held}
+    assert not stray, f"pods without a container holding GPUs: {sorted(stray)[:5]}"
+    return pods
+
+
+def test_tenant_objects(plane: Live, kube: Client, tenants: dict[str, str]) -> None:
+    ns = f"gpucaas-{tenant_name('beta')}"
+    namespace = kube.get(Namespace, ns)
+    assert namespace.metadata.labels["gpucaas.io/tenant"] == tenant_name("beta")
+    quota = kube.get(ResourceQuota, "gpucaas", namespace=ns)
+    assert quota.spec.hard == {f"requests.{GPU}": "16", "count/pods": "100"}
+    sa = kube.get(ServiceAccount, "gpucaas-tenant", namespace=ns)
+    assert sa.automountServiceAccountToken is False
+    policy = kube.get(NetworkPolicy, "gpucaas-tenant-isolation", namespace=ns)
+    assert policy.spec.policyTypes == ["Ingress", "Egress"]
+    assert policy.spec.podSelector.matchLabels is None  # every pod of the tenant
+    egress = policy.spec.egress
+    cidrs = [peer.ipBlock.cidr for rule in egress for peer in (rule.to or []) if peer.ipBlock]
+    assert cidrs == ["10.9.8.7/32"]  # the tenant's NFS server, and nothing else outside
+    assert any(p.port == 53 for rule in egress for p in (rule.ports or []))
+
+
+def test_a_thousand_containers_on_a_hundred_boards(
+    plane: Live, kube: Client, tenants: dict[str, str]
+) -> None:
+    rng = random.Random(7)
+    sizes = rng.choices([1, 2, 3, 4, 8], weights=[40, 25, 5, 20, 10], k=1000)
+    with plane.client(tenants["alpha"]) as t, ThreadPoolExecutor(8) as pool:
+        made = list(pool.map(lambda g: submit(t, g), sizes))
+    assert len({c["id"] for c in made}) == 1000
+    granted = sum(c["gpus_granted"] for c in made)
+    assert granted > NODES * 8  # more than the fleet: some must queue
+
+    def settled() -> bool:
+        held = holding(plane)
+        if any(c["state"] != "running" for c in held):
+            return False
+        # Nothing queued fits any more: the free GPUs of every board are fewer than asked.
+        return sum(c["gpus_granted"] for c in held) >= NODES * 8 - 64
+
+    wait_for("the fleet to fill", settled, timeout=240)
+    pods = check_gpu_sets(plane, kube)
+    per_node = Counter(p.spec.nodeName for p in pods.values())
+    assert len(per_node) == NODES
+    with plane.admin() as a:
+        fleet = a.get("/v1/admin/fleet").json()
+    assert fleet["queued"] > 0
+
+    # Queued containers start as others finish.
+    with plane.client(tenants["alpha"]) as t:
+        waiting = ids_in(t, "queued")
+        running = [c for c in holding(plane) if c["state"] == "running"][:40]
+        for c in running:
+            assert t.delete(f"/v1/containers/{c['id']}").status_code == 200
+        wait_for(
+            "stopped containers' pods to go",
+            lambda: all(
+                t.get(f"/v1/containers/{c['id']}").json()["state"] == "stopped" for c in running
+            ),
+        )
+
+        def started() -> bool:
+            return len(waiting & ids_in(t, "running")) >= 10
+
+        wait_for("queued containers to start on the freed GPUs", started)
+    check_gpu_sets(plane, kube)
+
+
+def test_quota_holds(plane: Live, tenants: dict[str, str]) -> None:
+    with plane.client(tenants["beta"]) as t:
+        a = submit(t, 8)
+        b = submit(t, 8)
+        r = t.post("/v1/containers", json={"image": "x", "gpus": 1})
+        assert r.status_code == 429 and "16 of 16 GPUs" in r.json()["error"]["message"]
+        for c in (a, b):
+            t.delete(f"/v1/containers/{c['id']}")
+
+
+def test_other_tenants_see_nothing(plane: Live, tenants: dict[str, str]) -> None:
+    with plane.client(tenants["alpha"]) as a, plane.client(tenants["beta"]) as b:
+        theirs = a.get("/v1/containers", params={"limit": 1}).json()["items"][0]
+        assert b.get(f"/v1/containers/{theirs['id']}").status_code == 404
+        assert b.get(f"/v1/containers/{theirs['id']}/logs").status_code == 404
+        assert all(
+            c["tenant"] == tenant_name("beta") for c in b.get("/v1/containers").json()["items"]
+        )
