@@ -13,7 +13,7 @@ LISTEN ?= 127.0.0.1:8080
 NODES ?= 100
 EXECUTOR ?= auto
 
-.PHONY: test check sim up bench clean
+.PHONY: test test-e2e check sim up bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +26,12 @@ check: $(STAMP)
 
 test: check
 	GPUCAAS_DATA=$(GPUCAAS_DATA) $(BIN)/python -m pytest
+
+# The Kubernetes end-to-end tests alone (make test runs them too): a control plane built
+# from source with Go (scripts/k8s-testbed; ~12 min once, cached in ~/.cache/gpucaas/k8s).
+test-e2e: $(STAMP)
+	scripts/k8s-testbed build
+	$(BIN)/python -m pytest tests/e2e
 
 sim: $(STAMP)
 	$(BIN)/gpucaas sim --trace $(GPUCAAS_DATA)/alibaba-gpu-v2023/openb_pod_list_default.csv \

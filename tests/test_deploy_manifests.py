@@ -479,11 +479,13 @@ def test_control_plane_deployment_command_store_and_replicas() -> None:
     argv = container["command"] + container["args"]
     assert argv == [
         "gpucaas",
-        "serve",
+        "up",
         "--backend",
         "kubernetes",
         "--listen",
         f"0.0.0.0:{CONTROL_PLANE_PORT}",
+        "--state-dir",
+        "/tmp/gpucaas",
     ]
     # The store URL holds a password: from the Secret, through the environment, never argv.
     env = {var["name"]: var for var in container["env"]}
@@ -602,3 +604,18 @@ def test_control_plane_service_selects_the_deployment() -> None:
     budget = _cp_one("PodDisruptionBudget")
     assert budget["spec"]["selector"]["matchLabels"].items() <= pod_labels.items()
     assert budget["spec"]["minAvailable"] < _cp_one("Deployment")["spec"]["replicas"]
+
+
+def test_control_plane_command_is_accepted_by_the_cli() -> None:
+    """The Deployment's command line parses on the real ``gpucaas up``, and the two values it
+    passes by environment (store URL, first admin token) are options that read them."""
+    container = _cp_one("Deployment")["spec"]["template"]["spec"]["containers"][0]
+    argv = [*container["command"], *container["args"]]
+    cli, path, args = _cli_command(argv)
+    assert path == ["gpucaas", "up"]
+    context = cli.make_context(" ".join(path), list(args))
+    assert not context.args
+    assert context.params["backend"] == "kubernetes"
+    envvars = {param.envvar for param in cli.params if getattr(param, "envvar", None)}
+    passed = {e["name"] for e in container["env"]}
+    assert {"GPUCAAS_STORE_URL", "GPUCAAS_ADMIN_TOKEN"} <= envvars & passed

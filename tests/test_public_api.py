@@ -18,6 +18,7 @@ PUBLIC_MODULES = [
     "gpucaas.fabric",
     "gpucaas.node",
     "gpucaas.placement",
+    "gpucaas.runtime",
     "gpucaas.sim",
     "gpucaas.topology",
 ]

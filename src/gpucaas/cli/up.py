@@ -49,6 +49,15 @@ def up(
     runtime_class: Annotated[
         str, typer.Option(help="kubernetes backend: RuntimeClass of tenant pods.")
     ] = "kata-qemu-nvidia-gpu",
+    admin_token: Annotated[
+        str | None,
+        typer.Option(
+            envvar="GPUCAAS_ADMIN_TOKEN",
+            show_default=False,
+            help="On first start, install this admin token (gpc_…) instead of printing a new "
+            "one and making a demo tenant. Give it by the environment, not the command line.",
+        ),
+    ] = None,
     toleration: Annotated[
         list[str] | None,
         typer.Option(
@@ -80,5 +89,6 @@ def up(
                 kubeconfig=kubeconfig,
                 runtime_class=runtime_class,
                 tolerations=tolerations,
+                admin_token=admin_token,
             )
         )

@@ -243,9 +243,9 @@ class Store:
             conn.execute(delete(s.tenants).where(s.tenants.c.name == name))
 
     def _new_token(
-        self, conn: Connection, tenant: str | None, label: str
+        self, conn: Connection, tenant: str | None, label: str, secret: str | None = None
     ) -> tuple[str, RowMapping]:
-        secret = TOKEN_PREFIX + secrets.token_urlsafe(32)
+        secret = secret or TOKEN_PREFIX + secrets.token_urlsafe(32)
         token_id = secrets.token_hex(6)
         conn.execute(
             insert(s.tokens).values(
@@ -260,12 +260,24 @@ class Store:
         row = conn.execute(select(s.tokens).where(s.tokens.c.id == token_id)).mappings().one()
         return secret, row
 
-    def create_token(self, tenant: str | None, label: str = "") -> tuple[str, RowMapping]:
-        """A new token for ``tenant`` (None: an admin token); returns (secret, row)."""
+    def create_token(
+        self, tenant: str | None, label: str = "", *, secret: str | None = None
+    ) -> tuple[str, RowMapping]:
+        """A new token for ``tenant`` (None: an admin token); returns (secret, row).
+
+        ``secret`` installs a token chosen by the operator (e.g. from a Kubernetes Secret);
+        it must look like one we make: ``gpc_`` and at least 32 more characters."""
+        if secret is not None and (
+            not secret.startswith(TOKEN_PREFIX) or not 32 <= len(secret) - len(TOKEN_PREFIX) <= 96
+        ):
+            raise InvalidRequest(
+                "the admin token must be 'gpc_' followed by 32-96 random characters; make one "
+                "with: python -c \"import secrets; print('gpc_' + secrets.token_urlsafe(32))\""
+            )
         with self._tx() as conn:
             if tenant is not None:
                 self._tenant(conn, tenant)
-            return self._new_token(conn, tenant, label)
+            return self._new_token(conn, tenant, label, secret)
 
     def tokens(self, tenant: str | None = None, *, admin: bool = False) -> list[RowMapping]:
         q = select(s.tokens).order_by(s.tokens.c.created_at, s.tokens.c.id)

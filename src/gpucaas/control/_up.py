@@ -52,6 +52,9 @@ class UpConfig:
     runtime_class: str = "kata-qemu-nvidia-gpu"
     tolerations: list[dict[str, str]] = field(default_factory=list)
     """Extra tolerations of tenant pods (e.g. a test cluster's fake-node taint)."""
+    admin_token: str | None = None
+    """Install this admin token on first start (stored as a hash) instead of making one and
+    a demo tenant and printing them: for deployments, from a Secret."""
 
     def host_port(self) -> tuple[str, int]:
         host, sep, port = self.listen.rpartition(":")
@@ -232,6 +235,11 @@ class ControlPlane:
     def bootstrap(self, url: str) -> Credentials | None:
         """On first start: an admin token and a demo tenant, written to the state dir (0600)."""
         if self.store.has_admin_token():
+            return None
+        if self.config.admin_token is not None:
+            self.store.create_token(
+                None, "from GPUCAAS_ADMIN_TOKEN", secret=self.config.admin_token
+            )
             return None
         admin_secret, _ = self.store.create_token(None, "created by gpucaas up")
         _, tenant_secret, _ = self.store.create_tenant(
