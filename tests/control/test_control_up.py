@@ -63,3 +63,29 @@ def test_auto_executor_without_an_engine_is_the_process_one(
 ) -> None:
     monkeypatch.setenv("PATH", "/nonexistent")
     assert isinstance(make_executor("auto"), ProcessExecutor)
+
+
+def test_an_operator_chosen_admin_token_is_installed_and_nothing_printed(tmp_path: Path) -> None:
+    secret = "gpc_" + "k" * 43
+    plane = ControlPlane(
+        UpConfig(state_dir=tmp_path, nodes=1, executor="process", admin_token=secret)
+    )
+    try:
+        assert plane.bootstrap("http://x") is None
+        assert plane.store.authenticate(secret).admin
+        assert plane.store.tenants() == []  # no demo tenant in a deployment
+        assert not (tmp_path / "credentials.json").exists()
+    finally:
+        plane.stop()
+
+
+def test_a_weak_admin_token_is_refused(tmp_path: Path) -> None:
+    plane = ControlPlane(
+        UpConfig(state_dir=tmp_path, nodes=1, executor="process", admin_token="hunter2")
+    )
+    try:
+        with pytest.raises(InvalidRequest, match="gpc_"):
+            plane.bootstrap("http://x")
+        assert not plane.store.has_admin_token()
+    finally:
+        plane.stop()

@@ -22,11 +22,19 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
+from lightkube import Client, KubeConfig, codecs
+from lightkube.models.core_v1 import NodeSpec, NodeStatus, Taint
+from lightkube.models.meta_v1 import ObjectMeta
+from lightkube.resources.core_v1 import Node
+
+from gpucaas.runtime import runtime_class
 
 REPO = Path(__file__).resolve().parents[2]
 TESTBED = REPO / "scripts" / "k8s-testbed"
@@ -151,3 +159,75 @@ def kube_cluster(pytestconfig: pytest.Config) -> Iterator[KubeCluster]:
             subprocess.run([str(TESTBED), "stop", str(workdir)], check=False, timeout=60)
         if not os.environ.get(KEEP_ENV):
             shutil.rmtree(workdir, ignore_errors=True)
+
+
+# --- an HGX fleet of kwok nodes, for the gpucaas Kubernetes backend's tests ---------------------
+
+from kube_helpers import GPU, NODES, delete_if_exists, wait_for  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def kube(kube_cluster: Any) -> Iterator[Client]:
+    config = KubeConfig.from_file(str(kube_cluster.kubeconfig)).get()
+    client = Client(config, field_manager="gpucaas-e2e")
+    try:
+        yield client
+    finally:
+        client.close()
+
+
+@pytest.fixture(scope="module")
+def hgx_nodes(kube: Client) -> Iterator[list[str]]:
+    """100 kwok nodes labelled as gpucaas hgx-h100-8 boards (8 GPUs each), per test module."""
+    run = uuid.uuid4().hex[:6]
+    capacity = {"cpu": "224", "memory": "2Ti", "pods": "110", GPU: "8"}
+    names = [f"hgx-{run}-{i:03d}" for i in range(NODES)]
+
+    def make(name: str) -> None:
+        kube.create(
+            Node(
+                metadata=ObjectMeta(
+                    name=name,
+                    annotations={"kwok.x-k8s.io/node": "fake"},
+                    labels={
+                        "type": "kwok",
+                        "kubernetes.io/hostname": name,
+                        "gpucaas.io/hgx": "true",
+                        "gpucaas.io/board-model": "hgx-h100-8",
+                        "gpucaas-e2e": run,
+                    },
+                ),
+                spec=NodeSpec(
+                    taints=[Taint(key="kwok.x-k8s.io/node", value="fake", effect="NoSchedule")]
+                ),
+                status=NodeStatus(capacity=capacity, allocatable=capacity),
+            )
+        )
+
+    for name in names:
+        make(name)
+    wait_for(
+        "100 Ready kwok nodes",
+        lambda: (
+            sum(
+                1
+                for n in kube.list(Node, labels={"gpucaas-e2e": run})
+                for c in (n.status.conditions or [])
+                if c.type == "Ready" and c.status == "True"
+            )
+            == NODES
+        ),
+    )
+    try:
+        yield names
+    finally:
+        for name in names:
+            delete_if_exists(kube, Node, name)
+
+
+@pytest.fixture(scope="module")
+def kata_runtime_class(kube: Client) -> Iterator[str]:
+    """The RuntimeClass of deploy/ (gpucaas.runtime.runtime_class()), as an operator installs it."""
+    obj = codecs.from_dict(runtime_class())
+    kube.apply(obj, force=True)
+    yield obj.metadata.name

@@ -10,16 +10,14 @@ import sys
 import time
 import uuid
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import httpx
 import pytest
-from lightkube import ApiError, Client, KubeConfig, codecs
-from lightkube.models.core_v1 import NodeSpec, NodeStatus, Taint
-from lightkube.models.meta_v1 import ObjectMeta
+from lightkube import Client
 from lightkube.resources.core_v1 import (
     Namespace,
     Node,
@@ -30,103 +28,14 @@ from lightkube.resources.core_v1 import (
 from lightkube.resources.networking_v1 import NetworkPolicy
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from gpucaas.runtime import runtime_class
-from gpucaas.topology import get_model  # noqa: E402
-from live_plane import FINAL, Live, live_plane  # noqa: E402
+from kube_helpers import GPU, NODES, delete_if_exists, wait_for
+
+from gpucaas.topology import get_model
+from live_plane import FINAL, Live, live_plane
 
 H100 = get_model("hgx-h100-8")
-GPU = "nvidia.com/gpu"
-NODES = 100
 KWOK_TAINT = "kwok.x-k8s.io/node=fake:NoSchedule"
 RUN = uuid.uuid4().hex[:6]
-T = TypeVar("T")
-
-
-def wait_for(what: str, probe: Callable[[], T | None], timeout: float = 90.0) -> T:
-    deadline = time.monotonic() + timeout
-    while True:
-        got = probe()
-        if got:
-            return got
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.25)
-
-
-@pytest.fixture(scope="module")
-def kube(kube_cluster: Any) -> Iterator[Client]:
-    config = KubeConfig.from_file(str(kube_cluster.kubeconfig)).get()
-    client = Client(config, field_manager="gpucaas-e2e")
-    try:
-        yield client
-    finally:
-        client.close()
-
-
-def node_name(i: int) -> str:
-    return f"hgx-{RUN}-{i:03d}"
-
-
-@pytest.fixture(scope="module")
-def hgx_nodes(kube: Client) -> Iterator[list[str]]:
-    capacity = {"cpu": "224", "memory": "2Ti", "pods": "110", GPU: "8"}
-    names = [node_name(i) for i in range(NODES)]
-
-    def make(name: str) -> None:
-        kube.create(
-            Node(
-                metadata=ObjectMeta(
-                    name=name,
-                    annotations={"kwok.x-k8s.io/node": "fake"},
-                    labels={
-                        "type": "kwok",
-                        "kubernetes.io/hostname": name,
-                        "gpucaas.io/hgx": "true",
-                        "gpucaas.io/board-model": "hgx-h100-8",
-                        "gpucaas-e2e": RUN,
-                    },
-                ),
-                spec=NodeSpec(
-                    taints=[Taint(key="kwok.x-k8s.io/node", value="fake", effect="NoSchedule")]
-                ),
-                status=NodeStatus(capacity=capacity, allocatable=capacity),
-            )
-        )
-
-    for name in names:
-        make(name)
-    wait_for(
-        "100 Ready kwok nodes",
-        lambda: (
-            sum(
-                1
-                for n in kube.list(Node, labels={"gpucaas-e2e": RUN})
-                for c in (n.status.conditions or [])
-                if c.type == "Ready" and c.status == "True"
-            )
-            == NODES
-        ),
-    )
-    try:
-        yield names
-    finally:
-        for name in names:
-            _delete(kube, Node, name)
-
-
-def _delete(kube: Client, res: Any, name: str, namespace: str | None = None) -> None:
-    try:
-        kube.delete(res, name, namespace=namespace)
-    except ApiError as exc:
-        if exc.status.code != 404:
-            raise
-
-
-@pytest.fixture(scope="module")
-def kata_runtime_class(kube: Client) -> Iterator[str]:
-    """The RuntimeClass of deploy/ (gpucaas.runtime.runtime_class()), as an operator installs it."""
-    obj = codecs.from_dict(runtime_class())
-    kube.apply(obj, force=True)
-    yield obj.metadata.name
 
 
 @pytest.fixture(scope="module")
@@ -165,7 +74,7 @@ def tenants(plane: Live, kube: Client) -> Iterator[dict[str, str]]:
                 for c in t.get("/v1/containers", params={"limit": 500}).json()["items"]:
                     if c["state"] not in FINAL:
                         t.delete(f"/v1/containers/{c['id']}")
-            _delete(kube, Namespace, f"gpucaas-{tenant_name(base)}")
+            delete_if_exists(kube, Namespace, f"gpucaas-{tenant_name(base)}")
 
 
 def submit(client: httpx.Client, gpus: int, **extra: Any) -> dict[str, Any]:
@@ -321,3 +230,46 @@ def test_other_tenants_see_nothing(plane: Live, tenants: dict[str, str]) -> None
         assert all(
             c["tenant"] == tenant_name("beta") for c in b.get("/v1/containers").json()["items"]
         )
+
+
+def test_cordoned_and_not_ready_nodes_get_no_new_containers(
+    plane: Live, kube: Client, tenants: dict[str, str], hgx_nodes: list[str]
+) -> None:
+    with plane.client(tenants["alpha"]) as t:
+        # Free the whole fleet first, so every board could take new work.
+        for cid in ids_in(t, "queued") | ids_in(t, "running"):
+            t.delete(f"/v1/containers/{cid}")
+        wait_for("an empty fleet", lambda: not ids_in(t, "running") and not holding(plane))
+        cordoned, not_ready = hgx_nodes[0], hgx_nodes[1]
+        kube.patch(Node, cordoned, {"spec": {"unschedulable": True}})
+        # kwok keeps its nodes Ready: stop it managing this one, then report it NotReady.
+        kube.patch(Node, not_ready, {"metadata": {"annotations": {"kwok.x-k8s.io/node": None}}})
+        kube.patch(
+            Node.Status,
+            not_ready,
+            {"status": {"conditions": [{"type": "Ready", "status": "False", "reason": "Test"}]}},
+        )
+        try:
+            with plane.admin() as a:
+                wait_for(
+                    "the fleet view to close both boards",
+                    lambda: all(
+                        b["cordoned"]
+                        for b in a.get("/v1/admin/fleet").json()["boards"]
+                        if b["name"] in (cordoned, not_ready)
+                    ),
+                )
+            made = [submit(t, 8)["id"] for _ in range(NODES - 2)]
+            wait_for("98 containers running", lambda: len(ids_in(t, "running")) == NODES - 2)
+            boards = {c["partition"]["board"] for c in holding(plane)}
+            assert cordoned not in boards and not_ready not in boards
+            extra = submit(t, 1)
+            time.sleep(2)
+            assert t.get(f"/v1/containers/{extra['id']}").json()["state"] == "queued"
+            for cid in [*made, extra["id"]]:
+                t.delete(f"/v1/containers/{cid}")
+        finally:
+            kube.patch(Node, cordoned, {"spec": {"unschedulable": False}})
+            kube.patch(
+                Node, not_ready, {"metadata": {"annotations": {"kwok.x-k8s.io/node": "fake"}}}
+            )

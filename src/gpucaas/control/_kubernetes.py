@@ -296,6 +296,14 @@ class KubernetesBackend:
                 if current is None or _uid(current) == _uid(pod):
                     self._pods.pop(cid, None)
             else:
+                current = self._pods.get(cid)
+                if (
+                    current is not None
+                    and _uid(current) == _uid(pod)
+                    and _node_of(current)
+                    and not _node_of(pod)
+                ):
+                    return  # an event from before the binding: a bound pod stays bound
                 self._pods[cid] = pod
 
     # -- boards ---------------------------------------------------------------------------
@@ -528,6 +536,11 @@ class KubernetesBackend:
             if reply.status_code >= 500:
                 raise KubernetesError(f"binding pod {ns}/{name}", text)
             raise KubernetesRefused(f"binding pod {ns}/{name}", reply.status_code, text)
+        # Until the watch brings the bound pod, the cache says where it went.
+        with self._lock:
+            cached = self._pods.get(workload.container_id)
+            if cached is not None and cached.spec is not None and not cached.spec.nodeName:
+                cached.spec.nodeName = workload.board
 
     def status(self, workload: Workload) -> WorkloadStatus:
         with self._lock:
@@ -580,7 +593,11 @@ class KubernetesBackend:
 
 
 def pod_status(pod: Pod) -> WorkloadStatus:
-    """A pod's phase and container state, as a workload status."""
+    """A pod's phase and container state, as a workload status. A pod not bound to a node
+    is ABSENT: gpucaas binds what it creates, so an unbound pod is a start that a crash
+    interrupted, and starting it again (idempotent) binds it."""
+    if not _node_of(pod):
+        return WorkloadStatus(Phase.ABSENT, message="created, not bound to a node")
     status = pod.status
     phase = status.phase if status else None
     started = status.startTime.timestamp() if status and status.startTime else None
@@ -642,6 +659,10 @@ def nfs_cidrs(exports: Sequence[str]) -> list[str]:
 
 def _name(obj: Any) -> str:
     return str(obj.metadata.name) if obj.metadata is not None else ""
+
+
+def _node_of(pod: Any) -> str:
+    return str(pod.spec.nodeName or "") if pod.spec is not None else ""
 
 
 def _uid(obj: Any) -> str:
