@@ -46,6 +46,7 @@ bench: $(STAMP)
 	GPUCAAS_DATA=$(GPUCAAS_DATA) $(BIN)/python benchmarks/bench_sim.py
 	$(BIN)/python benchmarks/bench_fabric.py
 	$(BIN)/python benchmarks/bench_control.py
+	$(BIN)/python benchmarks/bench_kubernetes.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
