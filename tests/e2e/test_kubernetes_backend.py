@@ -17,7 +17,7 @@ from typing import Any
 
 import httpx
 import pytest
-from lightkube import Client
+from lightkube import ApiError, Client
 from lightkube.resources.core_v1 import (
     Namespace,
     Node,
@@ -273,3 +273,32 @@ def test_cordoned_and_not_ready_nodes_get_no_new_containers(
             kube.patch(
                 Node, not_ready, {"metadata": {"annotations": {"kwok.x-k8s.io/node": "fake"}}}
             )
+
+
+def test_removing_a_tenant_deletes_its_namespace(plane: Live, kube: Client) -> None:
+    name = tenant_name("gamma")
+    token = plane.new_tenant(name, max_gpus=8, max_containers=4)
+    ns = f"gpucaas-{name}"
+    assert kube.get(Namespace, ns).metadata.labels["gpucaas.io/tenant"] == name
+    with plane.client(token) as t:
+        c = submit(t, 2)
+        wait_for(
+            "it to run", lambda: t.get(f"/v1/containers/{c['id']}").json()["state"] == "running"
+        )
+        with plane.admin() as a:
+            r = a.delete(f"/v1/admin/tenants/{name}")
+            assert r.status_code == 409 and "unfinished" in r.text  # its container runs
+            t.delete(f"/v1/containers/{c['id']}")
+            wait_for(
+                "it to stop",
+                lambda: t.get(f"/v1/containers/{c['id']}").json()["state"] == "stopped",
+            )
+            assert a.delete(f"/v1/admin/tenants/{name}").status_code == 204
+
+    def going() -> bool:
+        try:
+            return kube.get(Namespace, ns).metadata.deletionTimestamp is not None
+        except ApiError as exc:
+            return exc.status.code == 404
+
+    wait_for("the tenant's namespace to go", going)
