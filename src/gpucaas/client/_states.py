@@ -29,10 +29,6 @@ class State(enum.StrEnum):
     def final(self) -> bool:
         return self in FINAL_STATES
 
-    @property
-    def holds_gpus(self) -> bool:
-        return self in (State.PLACING, State.STARTING, State.RUNNING)
-
 
 FINAL_STATES = frozenset({State.SUCCEEDED, State.FAILED, State.STOPPED, State.LOST})
 ACTIVE_STATES = frozenset(State) - FINAL_STATES

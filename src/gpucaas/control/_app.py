@@ -21,7 +21,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from sqlalchemy import RowMapping
 
 from gpucaas.client import State
-from gpucaas.errors import Conflict, GpucaasError, InvalidRequest, MisuseError, Unavailable
+from gpucaas.errors import Conflict, GpucaasError, InvalidRequest, Unavailable
 
 from ._api import Backend, TenantSpec
 from ._errors import Forbidden, NotFound, Unauthenticated
@@ -51,7 +51,6 @@ from ._models import (
 from ._scheduler import Scheduler, workload_of
 from ._store import DEFAULT_PAGE, MAX_PAGE, Principal, Store
 
-API_VERSION = "v1"
 _bearer = HTTPBearer(auto_error=False, description="a gpucaas token: gpc_…")
 _ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorReply} for code in (400, 401, 403, 404, 409, 422, 429, 503)
@@ -226,15 +225,6 @@ def create_app(store: Store, scheduler: Scheduler, backend: Backend) -> FastAPI:
             messages.append(f"{field}: {msg}")
         return _error(422, "ValidationError", "; ".join(messages), details)
 
-    def granted_size(gpus: int) -> int:
-        sizes = []
-        for name in {b.model for b in backend.boards()}:
-            try:
-                sizes.append(scheduler.model(name).size_for(gpus))
-            except GpucaasError:
-                continue
-        return min(sizes) if sizes else gpus
-
     # -- containers ------------------------------------------------------------------------
 
     @app.post("/v1/containers", status_code=201, responses=_ERRORS, tags=["containers"])
@@ -254,7 +244,7 @@ def create_app(store: Store, scheduler: Scheduler, backend: Backend) -> FastAPI:
         """Run a container on ``gpus`` GPUs. The reply says the partition size granted."""
         if who.tenant is None:
             raise Forbidden("admin tokens do not own containers; use a tenant's token")
-        granted = granted_size(body.gpus)
+        granted = scheduler.granted_size(body.gpus)
         store.check_exports(who.tenant, body)
         workload = workload_of(
             {
@@ -485,7 +475,6 @@ def create_app(store: Store, scheduler: Scheduler, backend: Backend) -> FastAPI:
         page = resources.files("gpucaas.control").joinpath("static/dashboard.html")
         return HTMLResponse(page.read_text(encoding="utf-8"))
 
-    _ = MisuseError  # a bug answers 500 through FastAPI's default handler
     return app
 
 

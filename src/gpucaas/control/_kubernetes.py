@@ -187,7 +187,6 @@ class KubernetesBackend:
         self._tenants_ready: set[str] = set()
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
-        self._synced = threading.Event()
 
     @classmethod
     def from_kubeconfig(cls, path: str | None = None, **kwargs: Any) -> KubernetesBackend:
@@ -250,7 +249,6 @@ class KubernetesBackend:
         with self._lock:
             self._nodes = nodes
             self._pods = pods
-        self._synced.set()
 
     def _resync(self) -> None:
         while not self._stop.wait(self.resync_s):

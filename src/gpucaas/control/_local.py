@@ -83,12 +83,6 @@ class LocalBackend:
                 self._fabrics[board] = controller
             return controller
 
-    def active_partitions(self) -> dict[str, tuple[int, ...]]:
-        """board → partitions its fabric has active, for the boards touched so far."""
-        with self._lock:
-            controllers = dict(self._fabrics)
-        return {b: c.status().desired for b, c in controllers.items() if c.status().desired}
-
     # -- workloads ------------------------------------------------------------------------
 
     def directory(self, container_id: str) -> Path:

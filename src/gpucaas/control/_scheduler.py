@@ -130,6 +130,7 @@ class Scheduler:
         self._last_boards = -float("inf")
         self._boards: dict[str, BoardInfo] = {}
         self._admin_cordons: set[tuple[str, int]] = set()
+        self._fleet_models: frozenset[str] = frozenset()
         self._last_stop_wall = 0.0
         self.passes = 0
 
@@ -246,6 +247,7 @@ class Scheduler:
                     self.store.transition(
                         gone.seq, State.LOST, "NodeRemoved", f"board {name} left the fleet"
                     )
+        self._fleet_models = frozenset(b.model for b in self._boards.values())
 
     # -- the loop --------------------------------------------------------------------------
 
@@ -489,10 +491,17 @@ class Scheduler:
             else:
                 self.fleet.cordon_gpu(board, module_id, cordoned)
 
-    def boards(self) -> dict[str, BoardInfo]:
-        """The backend's boards as of the last refresh."""
-        with self.lock:
-            return dict(self._boards)
+    def granted_size(self, gpus: int) -> int:
+        """The partition size a request for ``gpus`` GPUs gets (3 → 4): the smallest any
+        board model of the fleet offers. Read on every submit, so from the last refresh."""
+        models = self._fleet_models or frozenset(b.model for b in self.backend.boards())
+        sizes = []
+        for name in models:
+            try:
+                sizes.append(self.model(name).size_for(gpus))
+            except GpucaasError:
+                continue
+        return min(sizes) if sizes else gpus
 
     def on_board(self, board: str) -> list[str]:
         with self.lock:

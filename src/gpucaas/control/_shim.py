@@ -64,8 +64,6 @@ GRACE_PLACEHOLDER = "{grace}"
 _ENGINE_STOP_MARGIN_S = 5.0
 """Extra wait for a workload being stopped by a stop command, before SIGKILL."""
 
-REASONS = ("exited", "stopped", "deadline", "spawn-failed")
-
 
 def now_iso() -> str:
     """The current time, ISO-8601 in UTC with milliseconds."""

@@ -41,7 +41,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.exc import IntegrityError, OperationalError
 
-from gpucaas.client import ACTIVE_STATES, FINAL_STATES, State
+from gpucaas.client import ACTIVE_STATES, State
 from gpucaas.errors import InvalidRequest, Unavailable
 
 from . import _schema as s
@@ -738,10 +738,6 @@ class Store:
     def cordons(self) -> list[tuple[str, int]]:
         with self._tx(read=True) as conn:
             return [(r.board, r.module_id) for r in conn.execute(select(s.cordons))]
-
-
-def final_values() -> list[str]:
-    return [x.value for x in FINAL_STATES]
 
 
 def _under(export: str, allowed: str) -> bool:
