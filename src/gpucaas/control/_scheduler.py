@@ -123,7 +123,8 @@ class Scheduler:
         self._last_follow = -float("inf")
         self._starter = ThreadPoolExecutor(START_WORKERS, thread_name_prefix="start")
         self._last_seq = 0
-        self._queued: dict[int, RowMapping] = {}
+        self._queued: set[int] = set()
+        """Queued containers by seq: the queue holds what placement needs, the store the rest."""
         self._held: dict[int, _Held] = {}
         self._models: dict[str, BoardModel] = {}
         self._last_stop_check = -float("inf")
@@ -315,7 +316,7 @@ class Scheduler:
                 self._last_seq = max(self._last_seq, seq)
                 if seq in self._queued or seq in self._held:
                     continue
-                self._queued[seq] = row
+                self._queued.add(seq)
                 self.queue.push(Request(seq, row["gpus_granted"], tenant=row["tenant"]))
 
     def _read_stops(self, since: float) -> None:
@@ -324,7 +325,7 @@ class Scheduler:
         for seq, state, stop_reason in self.store.stop_changes(since - 5.0):
             if seq in self._queued and state != State.QUEUED.value:
                 self.queue.remove(seq, self.fleet)
-                del self._queued[seq]
+                self._queued.discard(seq)
             elif seq in self._held and stop_reason is not None:
                 self._held[seq].stopping = stop_reason
         self._last_stop_wall = started
@@ -337,14 +338,14 @@ class Scheduler:
             self._start(placement)
         for request, status in result.rejected:
             seq = int(request.id)
-            self._queued.pop(seq, None)
+            self._queued.discard(seq)
             self.store.transition(
                 seq, State.FAILED, "NeverFits", f"no board in this fleet can ever hold it: {status}"
             )
 
     def _start(self, placement: Placement) -> None:
         seq = int(placement.request_id)
-        row = self._queued.pop(seq)
+        self._queued.discard(seq)
         assert placement.node is not None
         where = Reservation(
             board=placement.node,
@@ -352,19 +353,11 @@ class Scheduler:
             module_ids=tuple(int(m) for m in placement.module_ids),
             gpus_granted=placement.gpus,
         )
-        if not self.store.reserve(seq, where):  # stopped while queued
+        row = self.store.reserve(seq, where)
+        if row is None:  # stopped while queued
             self.fleet.release(placement)
             return
-        w = workload_of(row)
-        w = Workload(
-            **{
-                **{f: getattr(w, f) for f in w.__dataclass_fields__},
-                "board": where.board,
-                "partition_id": where.partition_id,
-                "module_ids": where.module_ids,
-            }
-        )
-        held = _Held(seq, w, placement, State.PLACING)
+        held = _Held(seq, workload_of(row), placement, State.PLACING)
         self._held[seq] = held
         self._drive_start(held)
 

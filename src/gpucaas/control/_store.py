@@ -541,9 +541,10 @@ class Store:
     # -- containers: the scheduler's side ----------------------------------------------------
 
     def queued_after(self, seq: int, limit: int = 1000) -> list[RowMapping]:
+        """seq, GPUs granted and tenant of containers queued after ``seq``, oldest first."""
         c = s.containers.c
         q = (
-            select(s.containers)
+            select(c.seq, c.gpus_granted, c.tenant)
             .where(c.state == State.QUEUED.value, c.seq > seq)
             .order_by(c.seq)
             .limit(limit)
@@ -583,8 +584,9 @@ class Store:
                 for r in conn.execute(q)
             ]
 
-    def reserve(self, seq: int, where: Reservation) -> bool:
-        """queued → placing with the GPUs recorded; False when it is no longer queued."""
+    def reserve(self, seq: int, where: Reservation) -> RowMapping | None:
+        """queued → placing with the GPUs recorded; returns the updated row, or None when it is
+        no longer queued."""
         c = s.containers.c
         with self._tx() as conn:
             row = (
@@ -595,7 +597,7 @@ class Store:
                 .first()
             )
             if row is None:
-                return False
+                return None
             if where.gpus_granted != row["gpus_granted"]:
                 self._count(conn, row["tenant"], where.gpus_granted - row["gpus_granted"], 0)
             conn.execute(
@@ -616,7 +618,7 @@ class Store:
                 f"{where.board} partition {where.partition_id} GPUs "
                 f"{','.join(map(str, where.module_ids))}",
             )
-            return True
+            return conn.execute(select(s.containers).where(c.seq == seq)).mappings().one()
 
     def transition(
         self,
