@@ -193,6 +193,16 @@ def device_plugin(
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter())
     logging.basicConfig(level=logging.INFO, handlers=[handler], force=True)
+    # Before anything starts: a SIGTERM during start-up (a pod deleted at once) must stop
+    # the plugin cleanly, not kill it with its socket and registration half made.
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: Any) -> None:
+        log.info("stopping", extra={"signal": signum})
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
     with user_errors():
         model = get_model(board)
         gpus = kubelet_gpus(discover(sysfs), load_module_map(map_path))
@@ -218,14 +228,6 @@ def device_plugin(
             http.stop()
             remote.close()
             raise
-    stop = threading.Event()
-
-    def on_signal(signum: int, frame: Any) -> None:
-        log.info("stopping", extra={"signal": signum})
-        stop.set()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
     try:
         while not stop.wait(0.2):
             pass
