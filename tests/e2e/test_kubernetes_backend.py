@@ -240,7 +240,14 @@ def test_cordoned_and_not_ready_nodes_get_no_new_containers(
         for cid in ids_in(t, "queued") | ids_in(t, "running"):
             t.delete(f"/v1/containers/{cid}")
         wait_for("an empty fleet", lambda: not ids_in(t, "running") and not holding(plane))
-        cordoned, not_ready = hgx_nodes[0], hgx_nodes[1]
+        # A 4-GPU container whose board is about to go NotReady: it is reported, not moved.
+        victim = submit(t, 4)
+        wait_for(
+            "it to run",
+            lambda: t.get(f"/v1/containers/{victim['id']}").json()["state"] == "running",
+        )
+        not_ready = t.get(f"/v1/containers/{victim['id']}").json()["partition"]["board"]
+        cordoned = next(n for n in hgx_nodes if n != not_ready)
         kube.patch(Node, cordoned, {"spec": {"unschedulable": True}})
         # kwok keeps its nodes Ready: stop it managing this one, then report it NotReady.
         kube.patch(Node, not_ready, {"metadata": {"annotations": {"kwok.x-k8s.io/node": None}}})
@@ -259,14 +266,17 @@ def test_cordoned_and_not_ready_nodes_get_no_new_containers(
                         if b["name"] in (cordoned, not_ready)
                     ),
                 )
+            events = t.get(f"/v1/containers/{victim['id']}/events").json()["items"]
+            assert any(e["reason"] == "NodeNotReady" for e in events), events
             made = [submit(t, 8)["id"] for _ in range(NODES - 2)]
-            wait_for("98 containers running", lambda: len(ids_in(t, "running")) == NODES - 2)
-            boards = {c["partition"]["board"] for c in holding(plane)}
+            wait_for("98 more containers running", lambda: len(ids_in(t, "running")) == NODES - 1)
+            boards = [c["partition"]["board"] for c in holding(plane) if c["id"] != victim["id"]]
             assert cordoned not in boards and not_ready not in boards
+            assert t.get(f"/v1/containers/{victim['id']}").json()["state"] == "running"
             extra = submit(t, 1)
             time.sleep(2)
             assert t.get(f"/v1/containers/{extra['id']}").json()["state"] == "queued"
-            for cid in [*made, extra["id"]]:
+            for cid in [*made, extra["id"], victim["id"]]:
                 t.delete(f"/v1/containers/{cid}")
         finally:
             kube.patch(Node, cordoned, {"spec": {"unschedulable": False}})
