@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from gpucaas.control import ControlPlane, ProcessExecutor, UpConfig, make_executor
+from gpucaas.control import ControlPlane, ProcessExecutor, TenantCreate, UpConfig, make_executor
 from gpucaas.control._up import StateDirBusy
 from gpucaas.errors import InvalidRequest
 
@@ -87,5 +87,34 @@ def test_a_weak_admin_token_is_refused(tmp_path: Path) -> None:
         with pytest.raises(InvalidRequest, match="gpc_"):
             plane.bootstrap("http://x")
         assert not plane.store.has_admin_token()
+    finally:
+        plane.stop()
+
+
+def test_a_relative_state_dir_works(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # `make up` passes --state-dir .gpucaas: shims run in their own directory, so every path
+    # they get must be absolute.
+    import time
+
+    from gpucaas.control import ContainerCreate
+
+    monkeypatch.chdir(tmp_path)
+    plane = ControlPlane(UpConfig(state_dir=Path(".gpucaas"), nodes=1, executor="process"))
+    try:
+        plane.store.create_tenant(
+            TenantCreate(name="t", max_gpus=8, max_containers=8, nfs_exports=[])
+        )
+        plane.start()
+        body = ContainerCreate.model_validate(
+            {"image": "busybox", "gpus": 1, "command": ["sh", "-c", "echo ok"]}
+        )
+        row, _ = plane.store.submit("t", body, gpus_granted=1)
+        plane.scheduler.wake()
+        deadline = time.monotonic() + 15
+        while plane.store.container(row["id"])["state"] not in ("succeeded", "failed", "lost"):
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        assert plane.store.container(row["id"])["state"] == "succeeded"
+        assert (tmp_path / ".gpucaas" / "containers" / row["id"] / "exit.json").exists()
     finally:
         plane.stop()

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import dataclasses
 import enum
 import json
 import math
@@ -336,7 +337,8 @@ class _ShimExecutor:
     def start(self, launch: Launch) -> None:
         """Start ``launch`` under a detached shim; returns once the shim has written its pid."""
         self.check(launch)
-        directory = launch.directory
+        directory = launch.directory.resolve()  # the shim runs in it: no relative paths
+        launch = dataclasses.replace(launch, directory=directory)
         directory.mkdir(parents=True, exist_ok=True)
         if self.status(launch.container_id, directory).state is ExecState.RUNNING:
             raise AlreadyRunning(launch.container_id, directory)

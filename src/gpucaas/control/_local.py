@@ -50,7 +50,8 @@ class LocalBackend:
     def __init__(
         self, state_dir: Path | str, model: BoardModel, nodes: int, executor: Executor
     ) -> None:
-        self.state_dir = Path(state_dir)
+        # Absolute: shims run with the container's directory as their working directory.
+        self.state_dir = Path(state_dir).resolve()
         self.model = model
         self.executor = executor
         self._names = board_names(nodes)
