@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -39,6 +40,13 @@ class Live:
             r = a.post("/v1/admin/tenants", json={"name": name, **quota})
             assert r.status_code == 201, r.text
             return str(r.json()["token"]["token"])
+
+
+def free_port() -> int:
+    """A loopback port nobody listens on (for servers started as subprocesses)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 def wait_state(

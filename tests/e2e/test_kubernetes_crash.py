@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import random
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -21,14 +20,10 @@ from kube_helpers import delete_if_exists, wait_for
 from lightkube import Client
 from lightkube.resources.core_v1 import Namespace, Pod
 
+from live_plane import free_port
+
 KWOK_TAINT = "kwok.x-k8s.io/node=fake:NoSchedule"
 TENANT = "crash"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def test_kill9_during_a_burst_then_restart(

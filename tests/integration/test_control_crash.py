@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -23,15 +22,9 @@ from typing import Any
 import httpx
 import pytest
 
-from live_plane import FINAL
+from live_plane import FINAL, free_port
 
 GPUCAAS = Path(sys.executable).with_name("gpucaas")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class Server:

@@ -7,12 +7,7 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-import pytest
-
-pytest.importorskip("sqlalchemy", reason="needs sqlalchemy and psycopg[binary] installed")
-pytest.importorskip("psycopg", reason="needs sqlalchemy and psycopg[binary] installed")
-
-from sqlalchemy import create_engine, inspect, text  # noqa: E402
+from sqlalchemy import create_engine, inspect, text
 
 PG_TEST_SERVER = Path(__file__).resolve().parents[2] / "scripts" / "pg-test-server"
 

@@ -22,6 +22,7 @@ from sqlalchemy import RowMapping
 
 from gpucaas.client import State
 from gpucaas.errors import Conflict, GpucaasError, InvalidRequest, Unavailable
+from gpucaas.topology import get_model
 
 from ._api import Backend, TenantSpec
 from ._errors import Forbidden, NotFound, Unauthenticated
@@ -48,7 +49,7 @@ from ._models import (
     TokenCreate,
     TokenList,
 )
-from ._scheduler import Scheduler, workload_of
+from ._scheduler import Scheduler, new_workload, workload_of
 from ._store import DEFAULT_PAGE, MAX_PAGE, Principal, Store
 
 _bearer = HTTPBearer(auto_error=False, description="a gpucaas token: gpc_…")
@@ -101,15 +102,15 @@ def container_view(row: RowMapping, events: list[RowMapping] | None = None) -> C
     )
 
 
-def tenant_view(row: RowMapping, usage: tuple[int, int] = (0, 0)) -> Tenant:
+def tenant_view(row: RowMapping) -> Tenant:
     return Tenant(
         name=row["name"],
         max_gpus=row["max_gpus"],
         max_containers=row["max_containers"],
         nfs_exports=list(row["nfs_exports"]),
         created_at=iso(row["created_at"]),
-        gpus_in_use=usage[0],
-        containers_active=usage[1],
+        gpus_in_use=row["gpus_held"],
+        containers_active=row["containers_unfinished"],
     )
 
 
@@ -244,24 +245,20 @@ def create_app(store: Store, scheduler: Scheduler, backend: Backend) -> FastAPI:
         """Run a container on ``gpus`` GPUs. The reply says the partition size granted."""
         if who.tenant is None:
             raise Forbidden("admin tokens do not own containers; use a tenant's token")
-        granted = scheduler.granted_size(body.gpus)
-        store.check_exports(who.tenant, body)
-        workload = workload_of(
-            {
-                "id": "precheck",
-                "tenant": who.tenant,
-                "image": body.image,
-                "spec": body.model_dump(mode="json"),
-                "max_runtime_s": body.max_runtime_s,
-                "gpus": body.gpus,
-                "board": None,
-                "partition_id": None,
-                "module_ids": None,
-            }  # type: ignore[arg-type]
+        workload = new_workload(
+            "precheck",
+            who.tenant,
+            body.image,
+            body.model_dump(mode="json"),
+            gpus=body.gpus,
+            max_runtime_s=body.max_runtime_s,
         )
-        backend.check(workload)
         row, created = store.submit(
-            who.tenant, body, gpus_granted=granted, idempotency_key=idempotency_key
+            who.tenant,
+            body,
+            gpus_granted=scheduler.granted_size(body.gpus),
+            idempotency_key=idempotency_key,
+            check=lambda: backend.check(workload),
         )
         if created:
             scheduler.wake()
@@ -381,14 +378,11 @@ def create_app(store: Store, scheduler: Scheduler, backend: Backend) -> FastAPI:
 
     @app.get("/v1/admin/tenants", responses=_ERRORS, tags=["admin"])
     def list_tenants(_: Admin) -> TenantList:
-        usage = store.usage()
-        return TenantList(
-            items=[tenant_view(t, usage.get(t["name"], (0, 0))) for t in store.tenants()]
-        )
+        return TenantList(items=[tenant_view(t) for t in store.tenants()])
 
     @app.get("/v1/admin/tenants/{name}", responses=_ERRORS, tags=["admin"])
     def get_tenant(name: str, _: Admin) -> Tenant:
-        return tenant_view(store.tenant(name), store.usage().get(name, (0, 0)))
+        return tenant_view(store.tenant(name))
 
     @app.delete("/v1/admin/tenants/{name}", status_code=204, responses=_ERRORS, tags=["admin"])
     def delete_tenant(name: str, _: Admin) -> Response:
@@ -502,7 +496,7 @@ def fleet_view(scheduler: Scheduler) -> FleetView:
             )
         active += len(partitions)
         gpus = []
-        for m in range(1, scheduler.model(b.model).gpu_count + 1):
+        for m in range(1, get_model(b.model).gpu_count + 1):
             bit = 1 << (m - 1)
             if m in holder:
                 gpus.append(

@@ -22,7 +22,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-import httpx
+import httpx2
 from lightkube import ApiError, Client
 from lightkube.config.client_adapter import Client as HttpClient
 from lightkube.config.client_adapter import ConnectionParams
@@ -123,13 +123,8 @@ def map_kube_errors(what: str) -> Iterator[None]:
         if 400 <= code < 500:
             raise KubernetesRefused(what, code, reason) from exc
         raise KubernetesError(what, f"{code} {reason}") from exc
-    except (httpx.HTTPError, OSError) as exc:
+    except (httpx2.HTTPError, OSError) as exc:  # lightkube's transport is httpx2
         raise KubernetesError(what, f"{type(exc).__name__}: {exc}") from exc
-    except Exception as exc:
-        # lightkube's own httpx fork raises its own transport errors: map by name.
-        if type(exc).__module__.startswith(("httpx", "httpcore")):
-            raise KubernetesError(what, f"{type(exc).__name__}: {exc}") from exc
-        raise
 
 
 def namespace_of(tenant: str) -> str:

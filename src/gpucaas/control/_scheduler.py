@@ -20,16 +20,17 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import RowMapping
 
 from gpucaas.client import State
 from gpucaas.errors import GpucaasError, MisuseError
 from gpucaas.placement import Fleet, Placement, Queue, Request
-from gpucaas.topology import BoardModel, get_model, mask_of
+from gpucaas.topology import get_model, mask_of
 
 from ._api import Backend, BoardInfo, Phase, Workload, WorkloadStatus
 from ._models import NfsMount
@@ -53,22 +54,48 @@ START_WORKERS = 8
 creation), so starts run beside the loop, never under its lock."""
 
 
-def workload_of(row: RowMapping) -> Workload:
-    spec = row["spec"]
+def new_workload(
+    container_id: str,
+    tenant: str,
+    image: str,
+    spec: Mapping[str, Any],
+    *,
+    gpus: int,
+    max_runtime_s: int | None,
+    board: str | None = None,
+    partition_id: int | None = None,
+    module_ids: Sequence[int] = (),
+) -> Workload:
+    """A workload from a container's request (``spec``: command, args, env, nfs, labels)."""
     return Workload(
-        container_id=row["id"],
-        tenant=row["tenant"],
-        image=row["image"],
+        container_id=container_id,
+        tenant=tenant,
+        image=image,
         command=tuple(spec.get("command", ())),
         args=tuple(spec.get("args", ())),
         env=dict(spec.get("env", {})),
         nfs=tuple(NfsMount(**m) for m in spec.get("nfs", ())),
         labels=dict(spec.get("labels", {})),
-        max_runtime_s=row["max_runtime_s"],
+        max_runtime_s=max_runtime_s,
+        gpus=gpus,
+        board=board,
+        partition_id=partition_id,
+        module_ids=tuple(module_ids),
+    )
+
+
+def workload_of(row: RowMapping) -> Workload:
+    """The workload of a stored container."""
+    return new_workload(
+        row["id"],
+        row["tenant"],
+        row["image"],
+        row["spec"],
         gpus=row["gpus"],
+        max_runtime_s=row["max_runtime_s"],
         board=row["board"],
         partition_id=row["partition_id"],
-        module_ids=tuple(row["module_ids"] or ()),
+        module_ids=row["module_ids"] or (),
     )
 
 
@@ -123,10 +150,7 @@ class Scheduler:
         self._last_follow = -float("inf")
         self._starter = ThreadPoolExecutor(START_WORKERS, thread_name_prefix="start")
         self._last_seq = 0
-        self._queued: set[int] = set()
-        """Queued containers by seq: the queue holds what placement needs, the store the rest."""
         self._held: dict[int, _Held] = {}
-        self._models: dict[str, BoardModel] = {}
         self._last_stop_check = -float("inf")
         self._last_boards = -float("inf")
         self._boards: dict[str, BoardInfo] = {}
@@ -168,7 +192,6 @@ class Scheduler:
         with self.lock:
             self.fleet = Fleet(self.policy)
             self.queue = Queue()
-            self._queued.clear()
             self._held.clear()
             self._last_seq = 0
             self._boards = {}
@@ -186,12 +209,6 @@ class Scheduler:
             log.info(
                 "recovered: %d containers hold GPUs, %d queued", len(self._held), len(self.queue)
             )
-
-    def model(self, name: str) -> BoardModel:
-        model = self._models.get(name)
-        if model is None:
-            model = self._models[name] = get_model(name)
-        return model
 
     def _adopt(self, row: RowMapping) -> _Held | None:
         w = workload_of(row)
@@ -217,16 +234,22 @@ class Scheduler:
         for board in boards:
             seen.add(board.name)
             old = self._boards.get(board.name)
+            if old == board:
+                continue  # unchanged since the last refresh: nothing to re-file
             if old is None:
                 try:
-                    self.fleet.add_node(board.name, self.model(board.model), board.labels)
+                    self.fleet.add_node(board.name, get_model(board.model), board.labels)
                 except GpucaasError as exc:
                     log.warning("ignoring board %s: %s", board.name, exc)
                     continue
             elif (old.model, dict(old.labels)) != (board.model, dict(board.labels)):
-                # Relabelled or re-modelled: take it out and in again (placements stay).
-                log.info("board %s changed its labels or model", board.name)
-            gpus = self.model(board.model).gpu_count
+                # The fleet files a board under the labels and model it joined with.
+                log.warning(
+                    "board %s changed its labels or model; placement uses the new ones after a "
+                    "restart of the control plane",
+                    board.name,
+                )
+            gpus = get_model(board.model).gpu_count
             for module_id in range(1, gpus + 1):
                 admin = (board.name, module_id) in self._admin_cordons
                 self.fleet.set_gpu_health(board.name, module_id, module_id not in board.unhealthy)
@@ -314,38 +337,34 @@ class Scheduler:
             for row in rows:
                 seq = int(row["seq"])
                 self._last_seq = max(self._last_seq, seq)
-                if seq in self._queued or seq in self._held:
+                if seq in self.queue or seq in self._held:
                     continue
-                self._queued.add(seq)
                 self.queue.push(Request(seq, row["gpus_granted"], tenant=row["tenant"]))
 
     def _read_stops(self, since: float) -> None:
         """Apply stops asked since ``since`` (wall clock; a margin covers late commits)."""
         started = time.time()
         for seq, state, stop_reason in self.store.stop_changes(since - 5.0):
-            if seq in self._queued and state != State.QUEUED.value:
+            if seq in self.queue and state != State.QUEUED.value:
                 self.queue.remove(seq, self.fleet)
-                self._queued.discard(seq)
             elif seq in self._held and stop_reason is not None:
                 self._held[seq].stopping = stop_reason
         self._last_stop_wall = started
 
     def _schedule(self) -> None:
-        if not self._queued:
+        if not self.queue:
             return
         result = self.queue.schedule(self.fleet)
         for placement in result.placed:
             self._start(placement)
         for request, status in result.rejected:
             seq = int(request.id)
-            self._queued.discard(seq)
             self.store.transition(
                 seq, State.FAILED, "NeverFits", f"no board in this fleet can ever hold it: {status}"
             )
 
     def _start(self, placement: Placement) -> None:
         seq = int(placement.request_id)
-        self._queued.discard(seq)
         assert placement.node is not None
         where = Reservation(
             board=placement.node,
@@ -491,7 +510,7 @@ class Scheduler:
         sizes = []
         for name in models:
             try:
-                sizes.append(self.model(name).size_for(gpus))
+                sizes.append(get_model(name).size_for(gpus))
             except GpucaasError:
                 continue
         return min(sizes) if sizes else gpus

@@ -17,7 +17,7 @@ import hashlib
 import json
 import secrets
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -279,11 +279,10 @@ class Store:
                 self._tenant(conn, tenant)
             return self._new_token(conn, tenant, label, secret)
 
-    def tokens(self, tenant: str | None = None, *, admin: bool = False) -> list[RowMapping]:
+    def tokens(self, tenant: str | None = None) -> list[RowMapping]:
+        """Tokens of ``tenant``, or all of them."""
         q = select(s.tokens).order_by(s.tokens.c.created_at, s.tokens.c.id)
-        if admin:
-            q = q.where(s.tokens.c.tenant.is_(None))
-        elif tenant is not None:
+        if tenant is not None:
             q = q.where(s.tokens.c.tenant == tenant)
         with self._tx(read=True) as conn:
             return list(conn.execute(q).mappings().all())
@@ -339,12 +338,14 @@ class Store:
         *,
         gpus_granted: int,
         idempotency_key: str | None = None,
+        check: Callable[[], None] | None = None,
     ) -> tuple[RowMapping, bool]:
         """Store a new container as ``queued``; returns (row, created).
 
         With an ``idempotency_key`` already used by this tenant for the same body, returns
         the existing container and ``created=False``. Raises :class:`QuotaExceeded`,
-        :class:`Forbidden` (NFS export not allowed) and :class:`IdempotencyMismatch`.
+        :class:`Forbidden` (NFS export not allowed) and :class:`IdempotencyMismatch`;
+        ``check`` (the backend's refusals) runs after the export check, before the quota's.
         """
         digest = request_hash(body)
         for _attempt in range(3):
@@ -356,6 +357,8 @@ class Store:
                             return found, False
                     t = self._lock_tenant(conn, tenant)
                     self._check_exports(t, body)
+                    if check is not None:
+                        check()
                     self._check_quota(t, gpus_granted)
                     return self._insert(
                         conn, tenant, body, gpus_granted, idempotency_key, digest
@@ -376,11 +379,6 @@ class Store:
         if row is not None and row["request_hash"] != digest:
             raise IdempotencyMismatch(key, row["id"])
         return row
-
-    def check_exports(self, tenant: str, body: ContainerCreate) -> None:
-        """Raise :class:`Forbidden` when ``body`` mounts an NFS export the tenant may not."""
-        if body.nfs:
-            self._check_exports(self.tenant(tenant), body)
 
     @staticmethod
     def _check_exports(tenant: RowMapping, body: ContainerCreate) -> None:
