@@ -54,16 +54,17 @@ class LocalBackend:
         self.state_dir = Path(state_dir).resolve()
         self.model = model
         self.executor = executor
-        self._names = board_names(nodes)
-        self._known = set(self._names)
+        labels = {LOCAL_BOARD_LABEL: model.name}
+        # The simulated boards never change: one list for every refresh.
+        self._boards = tuple(BoardInfo(name, model.name, labels) for name in board_names(nodes))
+        self._known = {b.name for b in self._boards}
         self._fabrics: dict[str, FabricController] = {}
         self._lock = threading.Lock()
 
     # -- boards and fabric ----------------------------------------------------------------
 
     def boards(self) -> Sequence[BoardInfo]:
-        labels = {LOCAL_BOARD_LABEL: self.model.name}
-        return [BoardInfo(name, self.model.name, labels) for name in self._names]
+        return self._boards
 
     def fabric(self, board: str) -> FabricController:
         """The board's fabric controller (created on first use; replays a saved state)."""

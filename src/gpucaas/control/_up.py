@@ -10,6 +10,7 @@ import shutil
 import socket
 import subprocess
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -110,6 +111,10 @@ def parse_toleration(text: str) -> dict[str, str]:
     return {"key": key, "operator": "Exists", "effect": effect}
 
 
+def _nothing() -> None:
+    return None
+
+
 def _toleration(spec: dict[str, str]) -> Any:
     from lightkube.models.core_v1 import Toleration
 
@@ -170,6 +175,9 @@ class ControlPlane:
             self._lock_file.close()
             raise
         self.backend: Backend
+        # What a backend needs started and closed beyond the Backend calls (kube: its watches).
+        self._backend_start: Callable[[], None] = _nothing
+        self._backend_close: Callable[[], None] = _nothing
         if config.backend == "local":
             assert executor is not None
             self.backend = LocalBackend(config.state_dir, model, config.nodes, executor)
@@ -177,7 +185,7 @@ class ControlPlane:
             from ._kubernetes import KubernetesBackend, PodDefaults
 
             try:
-                self.backend = KubernetesBackend.from_kubeconfig(
+                kube = KubernetesBackend.from_kubeconfig(
                     config.kubeconfig,
                     runtime_class=config.runtime_class,
                     defaults=PodDefaults(tolerations=[_toleration(t) for t in config.tolerations]),
@@ -187,6 +195,8 @@ class ControlPlane:
                 self.store.close()
                 self._lock_file.close()
                 raise
+            self.backend = kube
+            self._backend_start, self._backend_close = kube.start_watches, kube.close
         self.scheduler = Scheduler(
             self.store,
             self.backend,
@@ -208,9 +218,7 @@ class ControlPlane:
         )
 
     def start(self) -> None:
-        start_watches = getattr(self.backend, "start_watches", None)
-        if start_watches is not None:
-            start_watches()
+        self._backend_start()
         self.scheduler.lead()
         self._thread = threading.Thread(
             target=self.scheduler.run, args=(self._stop,), name="scheduler", daemon=True
@@ -225,9 +233,7 @@ class ControlPlane:
         try:
             self.scheduler.close()
             self.scheduler.resign()
-            close = getattr(self.backend, "close", None)
-            if close is not None:
-                close()
+            self._backend_close()
         finally:
             self.store.close()
             self._lock_file.close()
