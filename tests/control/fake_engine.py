@@ -13,7 +13,16 @@ import os
 import sys
 from pathlib import Path
 
-_WITH_VALUE = {"--name", "--label", "-e", "--mount", "--entrypoint"}
+_WITH_VALUE = {
+    "--name",
+    "--label",
+    "-e",
+    "--mount",
+    "--entrypoint",
+    "--device",
+    "--runtime",
+    "--ulimit",
+}
 
 
 def main(argv: list[str]) -> int:

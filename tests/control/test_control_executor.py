@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 
+from gpucaas.control import LocalBackend, Phase, Workload
 from gpucaas.control._executor import (
     AlreadyRunning,
     EngineExecutor,
@@ -33,6 +34,7 @@ from gpucaas.control._executor import (
 )
 from gpucaas.control._shim import proc_start_time
 from gpucaas.errors import InvalidRequest, Unavailable
+from gpucaas.topology import get_model
 
 FAKE_ENGINE = Path(__file__).with_name("fake_engine.py")
 
@@ -390,6 +392,70 @@ def test_the_engine_runs_the_exact_argv_and_reports_the_exit_code(
             "echo from-the-container; exit 7",
         ]
     ]
+
+
+def test_engine_args_and_cdi_devices_come_before_the_environment(
+    tmp_path: Path, start: Start, fake_engine: Path
+) -> None:
+    executor = EngineExecutor(
+        "podman",
+        str(fake_engine),
+        engine_args=("--runtime", "runc", "--ulimit", "nofile=1024:1024"),
+        cdi_kind="nvidia.com/gpu",
+    )
+    launch = make_launch(tmp_path, "g1", "true", env={"A": "1"}, gpu_devices=("2", "3"))
+    assert ended(executor, start(executor, launch)).exit_code == 0
+    assert engine_calls(fake_engine)[0][6:16] == [
+        "--runtime",
+        "runc",
+        "--ulimit",
+        "nofile=1024:1024",
+        "--device",
+        "nvidia.com/gpu=2",
+        "--device",
+        "nvidia.com/gpu=3",
+        "-e",
+        "A=1",
+    ]
+
+
+def test_without_a_cdi_kind_gpus_are_not_passed_as_devices(
+    tmp_path: Path, start: Start, fake_engine: Path
+) -> None:
+    executor = EngineExecutor("podman", str(fake_engine))
+    launch = make_launch(tmp_path, "g2", "true", gpu_devices=("0",))
+    assert ended(executor, start(executor, launch)).exit_code == 0
+    assert "--device" not in engine_calls(fake_engine)[0]
+
+
+def test_the_local_backend_passes_a_partitions_gpus_by_device_id(
+    tmp_path: Path, fake_engine: Path
+) -> None:
+    """Device IDs are indexes in module-ID order, as the device plugin and CDI spec use."""
+    model = get_model("hgx-h100-8")
+    executor = EngineExecutor("podman", str(fake_engine), cdi_kind="nvidia.com/gpu")
+    backend = LocalBackend(tmp_path, model, 1, executor)
+    partition = model.partition_for((5, 7))
+    workload = Workload(
+        "g4", "acme", "busybox", ("true",), (), {}, (), {}, None, 2,
+        board=backend.boards()[0].name,
+        partition_id=int(partition.id),
+        module_ids=(5, 7),
+    )  # fmt: skip
+    backend.start(workload)
+    wait_for(lambda: backend.status(workload).phase is Phase.EXITED)
+    call = engine_calls(fake_engine)[0]
+    devices = [call[i + 1] for i, arg in enumerate(call) if arg == "--device"]
+    assert devices == ["nvidia.com/gpu=4", "nvidia.com/gpu=6"]
+    backend.release(workload)
+
+
+def test_a_bad_cdi_kind_or_device_id_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(InvalidRequest, match="invalid CDI kind"):
+        EngineExecutor("podman", "podman", cdi_kind="gpu")
+    executor = EngineExecutor("podman", "podman", cdi_kind="nvidia.com/gpu")
+    with pytest.raises(ExecutorRefused, match="gpu_devices='-1'"):
+        executor.check(make_launch(tmp_path, "g3", "true", gpu_devices=("-1",)))
 
 
 def test_without_a_command_the_args_follow_the_image(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -63,6 +64,23 @@ def test_auto_executor_without_an_engine_is_the_process_one(
 ) -> None:
     monkeypatch.setenv("PATH", "/nonexistent")
     assert isinstance(make_executor("auto"), ProcessExecutor)
+
+
+@pytest.mark.parametrize(
+    ("executor", "options", "needle"),
+    [
+        ("process", {"cdi_kind": "nvidia.com/gpu"}, "--cdi-kind needs a container engine"),
+        ("process", {"engine_args": ["--ulimit=nofile=1024:1024"]}, "--engine-arg needs"),
+        ("auto", {"cdi_kind": "nvidia.com/gpu"}, "no working podman or docker was found"),
+    ],
+    ids=["process-with-cdi", "process-with-engine-args", "auto-without-engine-with-cdi"],
+)
+def test_engine_options_without_an_engine_are_refused(
+    monkeypatch: pytest.MonkeyPatch, executor: str, options: dict[str, Any], needle: str
+) -> None:
+    monkeypatch.setenv("PATH", "/nonexistent")
+    with pytest.raises(InvalidRequest, match=needle):
+        make_executor(executor, **options)
 
 
 def test_an_operator_chosen_admin_token_is_installed_and_nothing_printed(tmp_path: Path) -> None:

@@ -231,3 +231,29 @@ def kata_runtime_class(kube: Client) -> Iterator[str]:
     obj = codecs.from_dict(runtime_class())
     kube.apply(obj, force=True)
     yield obj.metadata.name
+
+
+# --- a real node: kubelet + containerd + runc + our node agent (issue 7) ----------------------
+
+from real_node import RealNode, missing_prerequisite, real_node  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def node_bed(pytestconfig: pytest.Config) -> Iterator[RealNode]:
+    """A real HGX node (see tests/e2e/real_node.py) in its own test-bed cluster, for the session.
+
+    Its containerd imports the drop-in ``gpucaas node runtime-config containerd`` writes (the
+    Kata handler mapped to runc for this machine, CDI on), so that output is what the node runs.
+    """
+    why = missing_prerequisite()
+    if why:
+        pytest.skip(f"no real node here: {why}")
+    if os.environ.get(KUBECONFIG_ENV):
+        pytest.skip(f"{KUBECONFIG_ENV} is set: the real-node tests need the local test bed")
+    env = _testbed_env()
+    if env.get("BUILT") != "yes" and shutil.which("go") is None:
+        pytest.skip(f"no kubelet/containerd build: {HOW_TO}")
+    if env.get("BUILT") != "yes":
+        _build(pytestconfig)
+    with real_node(runtime_config=False) as node:
+        yield node

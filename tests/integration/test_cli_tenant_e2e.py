@@ -128,13 +128,34 @@ def test_ps_describe_logs_and_stop(server: Server) -> None:
             assert time.monotonic() < deadline, "no output"
             time.sleep(0.1)
 
-    listed, described, logs = run_all(server, ("ps",), ("describe", cid), ("logs", cid))
+    listed, described, described_json, logs = run_all(
+        server, ("ps",), ("describe", cid), ("describe", cid, "--json"), ("logs", cid)
+    )
     assert listed.returncode == 0, listed.stderr
     assert listed.stdout.startswith("ID ")
     assert cid in listed.stdout and "sleeper" in listed.stdout
     assert described.returncode == 0, described.stderr
     for field in ("board:", "partition id:", "module ids:", "boot seconds:", "running:"):
         assert field in described.stdout
+    # The measured submit -> running spans, next to a Kata VM's estimate for the partition.
+    assert "boot, measured:" in described.stdout
+    for span in ("queued", "placing", "starting", "total"):
+        assert any(line.split()[:1] == [span] for line in described.stdout.splitlines()), span
+    assert "boot, estimate for a Kata GPU VM (1 GPUs, 160 GiB, 1 GiB hugepages)" in (
+        described.stdout
+    )
+    assert "guest cdi spec" in described.stdout
+    assert described_json.returncode == 0, described_json.stderr
+    body = json.loads(described_json.stdout)
+    assert body["id"] == cid and "timestamps" in body and "boot_seconds" in body  # unchanged
+    measured = body["boot"]["measured"]
+    assert all(measured[k] is not None and measured[k] >= 0 for k in measured)
+    assert measured["total_s"] == pytest.approx(body["boot_seconds"], abs=0.002)
+    assert measured["total_s"] == pytest.approx(
+        measured["queued_s"] + measured["placing_s"] + measured["starting_s"], abs=0.002
+    )
+    assert body["boot"]["estimate"]["gpus"] == body["gpus_granted"] == 1
+    assert body["boot"]["estimate"]["total_seconds"] > measured["total_s"]  # a process, no VM
     assert logs.returncode == 0 and "started" in logs.stdout
 
     stopped = run(server, "stop", cid)

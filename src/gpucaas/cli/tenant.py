@@ -9,12 +9,14 @@ from __future__ import annotations
 import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from datetime import datetime
 from typing import Annotated, Any
 
 import typer
 
 from gpucaas.client import ACTIVE_STATES, Client, ClientConfig, State
 from gpucaas.errors import InvalidRequest
+from gpucaas.runtime import boot_budget
 
 from ._common import JsonOption, print_json, table, user_errors
 
@@ -240,6 +242,65 @@ def logs(
             sys.stdout.buffer.flush()
 
 
+BOOT_SPANS = (
+    ("queued", "created", State.PLACING.value, "submitted -> placing"),
+    ("placing", State.PLACING.value, State.STARTING.value, "placing -> starting"),
+    ("starting", State.STARTING.value, State.RUNNING.value, "starting -> running (the boot)"),
+    ("total", "created", State.RUNNING.value, "submitted -> running"),
+)
+"""The measured spans of ``describe``: name, from-state, to-state (``created`` is the submit
+time), and how it reads."""
+
+
+def _at(c: dict[str, Any], state: str) -> datetime | None:
+    stamp = c["created_at"] if state == "created" else c["timestamps"].get(state)
+    return None if stamp is None else datetime.fromisoformat(stamp)
+
+
+def boot_view(c: dict[str, Any]) -> dict[str, Any]:
+    """The container's measured submit -> running spans (seconds, None until reached) next to
+    the boot budget of a Kata GPU VM of its partition size and default memory."""
+    measured: dict[str, float | None] = {}
+    for name, start, end, _ in BOOT_SPANS:
+        t0, t1 = _at(c, start), _at(c, end)
+        measured[f"{name}_s"] = None if t0 is None or t1 is None else (t1 - t0).total_seconds()
+    try:
+        estimate: dict[str, Any] | None = boot_budget(c["gpus_granted"]).to_dict()
+    except InvalidRequest:
+        estimate = None
+    return {
+        "measured": measured,
+        "estimate": estimate,
+        "note": "measured: the control plane's state times on its backend (under the local "
+        "'process' executor the workload is a process, not a VM, so its boot is short); "
+        "estimate: a Kata GPU VM of the granted partition size and default memory, from "
+        "published measurements (gpucaas node boot-budget)",
+    }
+
+
+def _boot_lines(view: dict[str, Any]) -> list[str]:
+    measured = view["measured"]
+    rows = []
+    for name, _, _, span in BOOT_SPANS:
+        seconds = measured[f"{name}_s"]
+        rows.append((name, "-" if seconds is None else f"{seconds:.3f}s", span))
+    lines = ["boot, measured:"]
+    lines += ["  " + line for line in table(["SPAN", "SECONDS", "FROM -> TO"], rows).splitlines()]
+    estimate = view["estimate"]
+    if estimate is None:
+        return lines
+    pages = "1 GiB hugepages" if estimate["hugepages"] == "1Gi" else "4 KiB pages"
+    verdict = "within" if estimate["within_target"] else "over"
+    lines.append(
+        f"boot, estimate for a Kata GPU VM ({estimate['gpus']} GPUs, "
+        f"{estimate['memory_gib']:g} GiB, {pages}): {estimate['total_seconds']:.0f}s, "
+        f"{verdict} the {estimate['target_seconds']:g}s target (gpucaas node boot-budget)"
+    )
+    phases = [(p["name"], f"{p['seconds']:.1f}s") for p in estimate["phases"]]
+    lines += ["  " + line for line in table(["PHASE", "SECONDS"], phases).splitlines()]
+    return lines
+
+
 def describe(
     container_id: Annotated[str, typer.Argument(metavar="ID", help="The container's ID.")],
     url: UrlOption = None,
@@ -248,12 +309,16 @@ def describe(
 ) -> None:
     """Show everything about a container: spec, state, partition, when it entered each state.
 
+    Also the measured submit -> running spans next to the estimated boot of a Kata GPU VM of
+    the same partition size (under the local executor the container is a process, not a VM).
+
     Example: gpucaas describe 3f2a9c1d0e4b
     """
     with api(url, token) as client:
         c = client.container(container_id)
+    boot = boot_view(c)
     if as_json:
-        print_json(c)
+        print_json({**c, "boot": boot})
         return
     part = c.get("partition")
     fields: list[tuple[str, object]] = [
@@ -290,6 +355,8 @@ def describe(
     typer.echo("timestamps:" + ("" if c["timestamps"] else " -"))
     for st, at in sorted(c["timestamps"].items(), key=lambda kv: kv[1]):
         typer.echo(f"  {st + ':':<{width}} {at}")
+    for line in _boot_lines(boot):
+        typer.echo(line)
 
 
 def stop(

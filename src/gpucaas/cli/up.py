@@ -26,6 +26,21 @@ def up(
             "docker when their engine answers, else process (host processes, NO isolation)."
         ),
     ] = "auto",
+    engine_arg: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="An extra option of `podman run`/`docker run` (repeatable), e.g. "
+            "--engine-arg=--ulimit=nofile=1024:1024."
+        ),
+    ] = None,
+    cdi_kind: Annotated[
+        str | None,
+        typer.Option(
+            help="Pass each container's GPUs to the engine as CDI devices KIND=<device ID> "
+            "(0..7 in module-ID order), e.g. nvidia.com/gpu. Needs this host's CDI spec "
+            "(gpucaas node cdi generate); off by default."
+        ),
+    ] = None,
     store: Annotated[
         str | None,
         typer.Option(
@@ -64,6 +79,18 @@ def up(
             help="kubernetes backend: a toleration of tenant pods, KEY[=VALUE]:EFFECT (repeatable)."
         ),
     ] = None,
+    pod_cpu_per_gpu: Annotated[
+        str,
+        typer.Option(help="kubernetes backend: CPU a pod requests per GPU (e.g. 14, 500m)."),
+    ] = "14",
+    pod_memory_per_gpu: Annotated[
+        str | None,
+        typer.Option(
+            show_default=False,
+            help="kubernetes backend: memory a pod requests per GPU (e.g. 160Gi; default: "
+            "the VM size of gpucaas.runtime.vm_memory_for, 160Gi per GPU).",
+        ),
+    ] = None,
 ) -> None:
     """Start API + store + scheduler + a local fleet of simulated HGX boards in one process.
 
@@ -83,12 +110,16 @@ def up(
                 nodes=nodes,
                 board=board,
                 executor=executor,
+                engine_args=list(engine_arg or ()),
+                cdi_kind=cdi_kind,
                 store_url=store,
                 policy=policy,
                 backend=backend,
                 kubeconfig=kubeconfig,
                 runtime_class=runtime_class,
                 tolerations=tolerations,
+                pod_cpu_per_gpu=pod_cpu_per_gpu,
+                pod_memory_per_gpu=pod_memory_per_gpu,
                 admin_token=admin_token,
             )
         )

@@ -6,7 +6,9 @@ outlives the control plane: after a crash, a new :class:`Executor` reads a conta
 re-adopted and ended ones report how they ended.
 
 - :class:`ProcessExecutor` runs the command as a host process: no isolation, development only.
-- :class:`EngineExecutor` runs it with ``podman run`` or ``docker run``.
+- :class:`EngineExecutor` runs it with ``podman run`` or ``docker run``; with a CDI kind it
+  passes the container's GPUs as CDI devices (``--device nvidia.com/gpu=0``), which the engine
+  resolves through the host's CDI specs (``gpucaas node cdi generate``).
 
 The shim is started as a script, ``python -I .../_shim.py --detach ...`` (see
 :data:`SHIM_SCRIPT`), with ``--detach``: it forks, and the process the executor started exits
@@ -38,6 +40,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from gpucaas.errors import Conflict, InvalidRequest, Unavailable
+from gpucaas.node import CdiError, qualified_name
 
 from . import _shim
 from ._shim import (
@@ -170,6 +173,8 @@ class Launch:
     """What to run for one container, and where its files live.
 
     ``gpu_env`` (the workload's board, GPU module IDs and partition) is merged over ``env``.
+    ``gpu_devices`` are the GPUs' device IDs, which are also their CDI device names: "0".."7"
+    in module-ID order, as the device plugin and ``gpucaas node cdi generate`` name them.
     """
 
     container_id: str
@@ -181,6 +186,7 @@ class Launch:
     max_runtime_s: int | None = None
     nfs: tuple[NfsMount, ...] = ()
     gpu_env: Mapping[str, str] = field(default_factory=dict)
+    gpu_devices: tuple[str, ...] = ()
 
     def workload_env(self) -> dict[str, str]:
         """``env`` with ``gpu_env`` over it."""
@@ -650,23 +656,50 @@ class EngineExecutor(_ShimExecutor):
         engine: the engine's name, for messages and the default binary.
         binary: the command to run (a path, or a name looked up on PATH); default ``engine``.
         grace_s: the grace period when the shim stops a container past its deadline.
+        engine_args: extra options of ``<engine> run``, placed before the container's own
+            (e.g. ``--runtime runc``, ``--ulimit nofile=1024:1024`` where the engine's
+            defaults do not work on this host).
+        cdi_kind: pass each of a container's GPUs as the CDI device ``<cdi_kind>=<device ID>``
+            (``--device nvidia.com/gpu=0``). Needs a CDI spec for that kind on the host that
+            the engine reads (podman 4.3 reads /etc/cdi and /var/run/cdi, and only specs up
+            to cdiVersion 0.5.0). None (the default): GPUs are only named in the environment.
+
+    Raises:
+        CdiError: ``cdi_kind`` is not a CDI kind (``vendor/class``).
     """
 
     def __init__(
-        self, engine: str = "podman", binary: str | None = None, *, grace_s: float = DEFAULT_GRACE_S
+        self,
+        engine: str = "podman",
+        binary: str | None = None,
+        *,
+        grace_s: float = DEFAULT_GRACE_S,
+        engine_args: Sequence[str] = (),
+        cdi_kind: str | None = None,
     ) -> None:
         super().__init__(grace_s=grace_s)
         self.name = engine
         self.engine = engine
         self.binary = binary or engine
+        self.engine_args = tuple(engine_args)
+        if cdi_kind is not None:
+            qualified_name(cdi_kind, "0")  # a bad kind fails here, not at the first GPU
+        self.cdi_kind = cdi_kind
 
     @classmethod
-    def from_path(cls, engine: str, *, grace_s: float = DEFAULT_GRACE_S) -> EngineExecutor:
+    def from_path(
+        cls,
+        engine: str,
+        *,
+        grace_s: float = DEFAULT_GRACE_S,
+        engine_args: Sequence[str] = (),
+        cdi_kind: str | None = None,
+    ) -> EngineExecutor:
         """The executor for ``engine`` found on PATH; :class:`EngineNotFound` if it is not."""
         binary = shutil.which(engine)
         if binary is None:
             raise EngineNotFound(engine, os.environ.get("PATH", ""))
-        return cls(engine, binary, grace_s=grace_s)
+        return cls(engine, binary, grace_s=grace_s, engine_args=engine_args, cdi_kind=cdi_kind)
 
     @staticmethod
     def container_name(container_id: str) -> str:
@@ -691,6 +724,19 @@ class EngineExecutor(_ShimExecutor):
                 raise self._refuse(
                     launch, "nfs.mount_path", mount.mount_path, "give an absolute path"
                 )
+        self._cdi_devices(launch)
+
+    def _cdi_devices(self, launch: Launch) -> list[str]:
+        """The fully qualified CDI names of the container's GPUs (none without a kind)."""
+        if self.cdi_kind is None:
+            return []
+        names = []
+        for device in launch.gpu_devices:
+            try:
+                names.append(qualified_name(self.cdi_kind, device))
+            except CdiError as err:
+                raise self._refuse(launch, "gpu_devices", device, str(err)) from err
+        return names
 
     def _workload(self, launch: Launch) -> list[str]:
         argv = [
@@ -701,7 +747,10 @@ class EngineExecutor(_ShimExecutor):
             self.container_name(launch.container_id),
             "--label",
             f"gpucaas.container={launch.container_id}",
+            *self.engine_args,
         ]
+        for device in self._cdi_devices(launch):
+            argv += ["--device", device]
         for name, value in launch.workload_env().items():
             argv += ["-e", f"{name}={value}"]
         for mount in launch.nfs:

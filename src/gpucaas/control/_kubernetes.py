@@ -15,11 +15,13 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import re
 import socket
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any
 
 import httpx2
@@ -135,14 +137,47 @@ def pod_name(container_id: str) -> str:
     return f"c-{container_id}"
 
 
+_QUANTITY = re.compile(r"^(?P<number>[0-9]+(?:\.[0-9]+)?)(?P<suffix>m|k|M|G|T|Ki|Mi|Gi|Ti|)$")
+
+
+def scale_quantity(quantity: str, factor: int, *, what: str = "quantity") -> str:
+    """``quantity`` (a Kubernetes quantity such as ``14``, ``500m``, ``160Gi``) × ``factor``,
+    in the same unit. Raises :class:`InvalidRequest` naming ``what`` for anything else."""
+    match = _QUANTITY.match(quantity.strip())
+    if match is None or float(match["number"]) <= 0:
+        raise InvalidRequest(
+            f"{what} {quantity!r} is not a positive Kubernetes quantity, e.g. 14, 500m or 160Gi"
+        )
+    number = Decimal(match["number"]) * factor
+    text = format(number.normalize(), "f")
+    return f"{text}{match['suffix']}"
+
+
 @dataclass
 class PodDefaults:
-    """Requests of a tenant pod by partition size: the VM's memory (``vm_memory_for``, the
-    runtime package's documented default) and a per-GPU share of the host's CPUs. The
-    RuntimeClass adds the VM's own overhead on top."""
+    """Requests of a tenant pod by partition size: a per-GPU share of the host's CPUs and
+    memory. The memory default is the VM's (``vm_memory_for``, the runtime package's
+    documented default); the RuntimeClass adds the VM's own overhead on top. Both are
+    Kubernetes quantities per GPU, checked when the backend is built."""
 
-    cpu_per_gpu: int = 14
+    cpu_per_gpu: str = "14"
+    memory_per_gpu: str | None = None
+    """None: ``vm_memory_for(gpus)`` GiB."""
     tolerations: list[Toleration] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        scale_quantity(self.cpu_per_gpu, 1, what="CPU per GPU")
+        if self.memory_per_gpu is not None:
+            scale_quantity(self.memory_per_gpu, 1, what="memory per GPU")
+
+    def requests(self, gpus: int) -> dict[str, str]:
+        """CPU and memory of a pod with ``gpus`` GPUs."""
+        memory = (
+            f"{vm_memory_for(gpus)}Gi"
+            if self.memory_per_gpu is None
+            else scale_quantity(self.memory_per_gpu, gpus)
+        )
+        return {"cpu": scale_quantity(self.cpu_per_gpu, gpus), "memory": memory}
 
 
 class KubernetesBackend:
@@ -450,11 +485,7 @@ class KubernetesBackend:
             VolumeMount(name=f"nfs-{i}", mountPath=m.mount_path, readOnly=m.read_only)
             for i, m in enumerate(workload.nfs)
         ]
-        resources = {
-            self.gpu_resource: str(gpus),
-            "cpu": str(self.defaults.cpu_per_gpu * gpus),
-            "memory": f"{vm_memory_for(gpus)}Gi",
-        }
+        resources = {self.gpu_resource: str(gpus), **self.defaults.requests(gpus)}
         return Pod(
             metadata=ObjectMeta(
                 name=pod_name(workload.container_id),

@@ -22,7 +22,7 @@ from gpucaas.fabric import (
     PartitionNotActive,
     SimulatedFabric,
 )
-from gpucaas.topology import BoardModel, format_module_ids
+from gpucaas.topology import BoardModel, format_module_ids, module_ids_of
 
 from ._api import BoardInfo, Phase, TenantSpec, Workload, WorkloadStatus
 from ._executor import AlreadyRunning, ExecState, ExecStatus, Executor, Launch
@@ -35,6 +35,16 @@ LOCAL_BOARD_LABEL = "gpucaas.io/board-model"
 
 def board_names(nodes: int) -> list[str]:
     return [f"hgx-{n:04d}" for n in range(nodes)]
+
+
+def gpu_device_ids(model: BoardModel, module_ids: Sequence[int]) -> tuple[str, ...]:
+    """The device IDs of these GPUs of a ``model`` board: each one's index in module-ID order.
+
+    That is how ``kubelet_gpus`` numbers a node's GPUs for the device plugin and for the CDI
+    spec, so on a host whose GPUs are those of one board, ``<kind>=<ID>`` is the right GPU.
+    """
+    order = module_ids_of(model.full_mask)
+    return tuple(str(order.index(m)) for m in sorted(module_ids))
 
 
 class LocalBackend:
@@ -110,6 +120,7 @@ class LocalBackend:
             max_runtime_s=w.max_runtime_s,
             nfs=tuple(ExecNfsMount(m.server, m.path, m.mount_path, m.read_only) for m in w.nfs),
             gpu_env=gpu_env,
+            gpu_devices=gpu_device_ids(self.model, w.module_ids),
         )
 
     def check(self, workload: Workload) -> None:

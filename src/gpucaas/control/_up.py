@@ -10,7 +10,7 @@ import shutil
 import socket
 import subprocess
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -43,6 +43,11 @@ class UpConfig:
     nodes: int = 100
     board: str = "hgx-h100-8"
     executor: str = "auto"
+    engine_args: list[str] = field(default_factory=list)
+    """Extra options of ``podman run``/``docker run`` (e.g. ``--runtime runc``)."""
+    cdi_kind: str | None = None
+    """Pass each container's GPUs to the engine as CDI devices ``<cdi_kind>=<device ID>``; the
+    host needs a CDI spec for them (``gpucaas node cdi generate``). None: environment only."""
     store_url: str | None = None
     policy: str = "best-fit"
     grace_s: float = DEFAULT_GRACE_S
@@ -53,6 +58,11 @@ class UpConfig:
     runtime_class: str = "kata-qemu-nvidia-gpu"
     tolerations: list[dict[str, str]] = field(default_factory=list)
     """Extra tolerations of tenant pods (e.g. a test cluster's fake-node taint)."""
+    pod_cpu_per_gpu: str = "14"
+    """For the kubernetes backend: CPU requested per GPU of a pod (a Kubernetes quantity)."""
+    pod_memory_per_gpu: str | None = None
+    """For the kubernetes backend: memory requested per GPU of a pod (a Kubernetes
+    quantity); None: the VM's default, ``gpucaas.runtime.vm_memory_for``."""
     admin_token: str | None = None
     """Install this admin token on first start (stored as a hash) instead of making one and
     a demo tenant and printing them: for deployments, from a Secret."""
@@ -76,19 +86,34 @@ def _engine_works(binary: str) -> bool:
         return False
 
 
-def make_executor(name: str) -> Executor:
+def make_executor(
+    name: str, *, engine_args: Sequence[str] = (), cdi_kind: str | None = None
+) -> Executor:
     """The executor by name; ``auto`` takes podman, then docker, when their engine answers,
-    else the process executor (with a warning: no isolation)."""
+    else the process executor (with a warning: no isolation).
+
+    ``engine_args`` and ``cdi_kind`` are those of :class:`EngineExecutor`. The process
+    executor has no engine to pass them to: asking for either with it raises
+    :class:`InvalidRequest`, as does a bad ``cdi_kind`` (``CdiError``).
+    """
     if name not in EXECUTORS:
         raise InvalidRequest(f"--executor {name!r} is not one of {', '.join(EXECUTORS)}")
+    if name in ("podman", "docker"):
+        return EngineExecutor.from_path(name, engine_args=engine_args, cdi_kind=cdi_kind)
+    if name == "auto":
+        for engine in ("podman", "docker"):
+            binary = shutil.which(engine)
+            if binary and _engine_works(binary):
+                return EngineExecutor(engine, binary, engine_args=engine_args, cdi_kind=cdi_kind)
+    if engine_args or cdi_kind is not None:
+        option = "--engine-arg" if engine_args else "--cdi-kind"
+        if name == "auto":
+            why = "no working podman or docker was found; install one"
+        else:
+            why = "the executor is 'process'; start with --executor podman or docker"
+        raise InvalidRequest(f"{option} needs a container engine, but {why}")
     if name == "process":
         return ProcessExecutor()
-    if name in ("podman", "docker"):
-        return EngineExecutor.from_path(name)
-    for engine in ("podman", "docker"):
-        binary = shutil.which(engine)
-        if binary and _engine_works(binary):
-            return EngineExecutor(engine, binary)
     log.warning(
         "no working podman or docker engine: containers run as host processes with NO "
         "isolation (development only); install podman for real containers"
@@ -166,7 +191,9 @@ class ControlPlane:
         model = get_model(config.board)
         get_policy(config.policy)
         if config.backend == "local":
-            executor = executor or make_executor(config.executor)
+            executor = executor or make_executor(
+                config.executor, engine_args=config.engine_args, cdi_kind=config.cdi_kind
+            )
         config.state_dir.mkdir(parents=True, exist_ok=True)
         self._lock_file = _lock_state_dir(config.state_dir)
         try:
@@ -188,7 +215,11 @@ class ControlPlane:
                 kube = KubernetesBackend.from_kubeconfig(
                     config.kubeconfig,
                     runtime_class=config.runtime_class,
-                    defaults=PodDefaults(tolerations=[_toleration(t) for t in config.tolerations]),
+                    defaults=PodDefaults(
+                        cpu_per_gpu=config.pod_cpu_per_gpu,
+                        memory_per_gpu=config.pod_memory_per_gpu,
+                        tolerations=[_toleration(t) for t in config.tolerations],
+                    ),
                     tenants=self.tenant_spec,
                 )
             except BaseException:
@@ -273,6 +304,11 @@ def serve(config: UpConfig, *, announce: Any = print) -> None:
             f"gpucaas up: {config.nodes} × {config.board}, policy {config.policy}, executor "
             f"{executor}, state in {config.state_dir}"
         )
+        if config.cdi_kind is not None:
+            announce(
+                f"  GPUs go to containers as CDI devices {config.cdi_kind}=0..."
+                f"{plane.backend.model.gpu_count - 1} (from this host's CDI spec)"
+            )
     else:
         executor = "kubernetes"
         boards = len(plane.backend.boards())
