@@ -11,7 +11,9 @@ SIM_NODES ?= 6
 STATE_DIR ?= .gpucaas
 LISTEN ?= 127.0.0.1:8080
 NODES ?= 100
-EXECUTOR ?= auto
+# process: the demo runs anywhere (no image pulls, no engine quirks); podman/docker/auto on
+# hosts whose engine can pull and run images (`make up EXECUTOR=auto`).
+EXECUTOR ?= process
 
 .PHONY: test test-e2e check sim up bench clean
 

@@ -255,5 +255,5 @@ def node_bed(pytestconfig: pytest.Config) -> Iterator[RealNode]:
         pytest.skip(f"no kubelet/containerd build: {HOW_TO}")
     if env.get("BUILT") != "yes":
         _build(pytestconfig)
-    with real_node(runtime_config=False) as node:
+    with real_node(runtime_config=True) as node:
         yield node

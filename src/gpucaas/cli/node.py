@@ -29,7 +29,7 @@ from gpucaas.node import (
     write_spec,
 )
 
-from . import node_boot, node_plugin, node_vfio
+from . import node_boot, node_plugin, node_runtime, node_vfio
 from ._common import JsonOption, print_json, table, user_errors
 
 app = typer.Typer(help="Node agent: discovery, VFIO, module-ID map, CDI.", no_args_is_help=True)
@@ -176,6 +176,7 @@ def capture_map(
 app.add_typer(node_vfio.app, name="vfio")
 app.command("device-plugin")(node_plugin.device_plugin)
 app.command("boot-budget")(node_boot.boot_budget)
+app.add_typer(node_runtime.app, name="runtime-config")
 
 cdi_app = typer.Typer(help="CDI specs for Kata's GPU cold plug.", no_args_is_help=True)
 app.add_typer(cdi_app, name="cdi")
