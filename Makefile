@@ -49,6 +49,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_fabric.py
 	$(BIN)/python benchmarks/bench_control.py
 	$(BIN)/python benchmarks/bench_kubernetes.py
+	$(BIN)/python benchmarks/bench_real_node.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

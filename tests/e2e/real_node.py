@@ -14,7 +14,6 @@ Only one such node can run on a machine: the kubelet's device-plugin socket is f
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import shutil
@@ -29,7 +28,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import grpc
@@ -40,6 +38,7 @@ from gpucaas.fabric import RemoteFabric
 from gpucaas.node import KubeletGpu, discover, kubelet_gpus, parse_nvidia_smi_xml, save_module_map
 from gpucaas.node.proto import podresources_v1_pb2 as pr
 from gpucaas.node.proto import podresources_v1_pb2_grpc as pr_grpc
+from node_helpers import node_test_module
 
 REPO = Path(__file__).resolve().parents[2]
 TESTBED = REPO / "scripts" / "k8s-testbed"
@@ -49,17 +48,6 @@ KUBELET_ROOT = Path("/var/lib/kubelet")
 VFIO_DIR = Path("/dev/vfio")
 GPU = "nvidia.com/gpu"
 FAKE_MAJOR_MINOR = (1, 3)  # /dev/null's: opening the node does nothing harmful
-
-
-def _sysfs_fixture() -> ModuleType:
-    name = "sysfs_fixture"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, NODE_TESTS / f"{name}.py")
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
 
 
 def missing_prerequisite() -> str | None:
@@ -308,7 +296,7 @@ def real_node(*, runtime_config: bool = True) -> Iterator[RealNode]:
             if "=" in line
         )
         env["CLUSTER_START_S"] = f"{started_s:.1f}"
-        sysfs = _sysfs_fixture().make_hgx_h100_tree(workdir / "sys")
+        sysfs = node_test_module("sysfs_fixture").make_hgx_h100_tree(workdir / "sys")
         module_map = parse_nvidia_smi_xml(SMI_XML)
         map_path = workdir / "module-map.json"
         save_module_map(module_map, map_path)

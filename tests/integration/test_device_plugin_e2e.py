@@ -8,7 +8,6 @@ reads the simulated Fabric Manager behind it to see what is really active.
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import signal
 import socket
@@ -20,7 +19,6 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
@@ -33,24 +31,14 @@ from gpucaas.fabric._server import serve
 from gpucaas.node import discover, kubelet_gpus, parse_nvidia_smi_xml, save_module_map
 from gpucaas.node._plugin import DevicePlugin
 from gpucaas.topology import get_model
+from node_helpers import node_test_module
 
 MODEL = get_model("hgx-h100-8")
 NODE_TESTS = Path(__file__).resolve().parents[1] / "node"
 
 
-def _node_test_module(name: str) -> ModuleType:
-    """A helper module of tests/node (the test kubelet, the sysfs fixture) by file."""
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, NODE_TESTS / f"{name}.py")
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-kubelet_fake = _node_test_module("kubelet_fake")
-sysfs_fixture = _node_test_module("sysfs_fixture")
+kubelet_fake = node_test_module("kubelet_fake")
+sysfs_fixture = node_test_module("sysfs_fixture")
 
 
 class Node:

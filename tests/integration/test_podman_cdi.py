@@ -20,19 +20,16 @@ mount namespace or mknod is not permitted.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import re
 import shutil
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from types import ModuleType
 
 import pytest
 from typer.testing import CliRunner
@@ -50,6 +47,7 @@ from gpucaas.node import (
     validate_cdi_spec,
 )
 from gpucaas.topology import get_model
+from node_helpers import node_test_module
 
 NODE_TESTS = Path(__file__).resolve().parents[1] / "node"
 MODEL = get_model("hgx-h100-8")
@@ -73,18 +71,7 @@ LS_LINE = re.compile(
 )
 
 
-def _node_test_module(name: str) -> ModuleType:
-    """A helper module of tests/node (the sysfs fixture) by file."""
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, NODE_TESTS / f"{name}.py")
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-sysfs_fixture = _node_test_module("sysfs_fixture")
+sysfs_fixture = node_test_module("sysfs_fixture")
 
 # Runs podman in a private mount namespace that shows the test's CDI specs and fake /dev/vfio
 # nodes at the real paths; each call gets fresh overlay layers (an upper dir may back one
