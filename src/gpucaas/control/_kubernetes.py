@@ -166,9 +166,9 @@ class PodDefaults:
     tolerations: list[Toleration] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        scale_quantity(self.cpu_per_gpu, 1, what="CPU per GPU")
+        scale_quantity(self.cpu_per_gpu, 1, what="CPU per GPU (--pod-cpu-per-gpu)")
         if self.memory_per_gpu is not None:
-            scale_quantity(self.memory_per_gpu, 1, what="memory per GPU")
+            scale_quantity(self.memory_per_gpu, 1, what="memory per GPU (--pod-memory-per-gpu)")
 
     def requests(self, gpus: int) -> dict[str, str]:
         """CPU and memory of a pod with ``gpus`` GPUs."""
