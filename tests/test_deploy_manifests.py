@@ -21,12 +21,20 @@ import typer
 import yaml
 
 from gpucaas.cli import app as gpucaas_app
+from gpucaas.node import UNHEALTHY_ANNOTATION
 from gpucaas.runtime import runtime_class as runtime_class_from_code
 
 DEPLOY = Path(__file__).resolve().parents[1] / "deploy"
 NAMESPACE = "gpucaas-system"
 KUBERNETES_VERSIONS = ("1.34", "1.35", "1.36", "1.37")
-CLUSTER_SCOPED = {"Namespace", "ClusterRole", "ClusterRoleBinding", "RuntimeClass"}
+CLUSTER_SCOPED = {
+    "Namespace",
+    "ClusterRole",
+    "ClusterRoleBinding",
+    "RuntimeClass",
+    "ValidatingAdmissionPolicy",
+    "ValidatingAdmissionPolicyBinding",
+}
 KUSTOMIZATION = "kustomization.yaml"
 IMAGE = "ghcr.io/gpucaas/gpucaas:0.1.0"
 HGX_LABEL = {"gpucaas.io/hgx": "true"}
@@ -248,7 +256,7 @@ def test_namespace_allows_the_privileged_init_container() -> None:
 # --- RBAC ----------------------------------------------------------------------------------
 
 
-def test_rbac_is_read_only_on_nodes_and_pods() -> None:
+def test_rbac_reads_nodes_and_pods_and_patches_only_nodes() -> None:
     role = _one("ClusterRole")
     granted = {
         (group, resource): set(rule["verbs"])
@@ -257,7 +265,7 @@ def test_rbac_is_read_only_on_nodes_and_pods() -> None:
         for resource in rule["resources"]
     }
     assert granted == {
-        ("", "nodes"): {"get", "list", "watch"},
+        ("", "nodes"): {"get", "list", "watch", "patch"},
         ("", "pods"): {"get", "list", "watch"},
     }
     binding = _one("ClusterRoleBinding")
@@ -619,3 +627,28 @@ def test_control_plane_command_is_accepted_by_the_cli() -> None:
     envvars = {param.envvar for param in cli.params if getattr(param, "envvar", None)}
     passed = {e["name"] for e in container["env"]}
     assert {"GPUCAAS_STORE_URL", "GPUCAAS_ADMIN_TOKEN"} <= envvars & passed
+
+
+def test_the_admission_policy_confines_the_agents_node_patches() -> None:
+    """RBAC's node `patch` is narrowed by the ValidatingAdmissionPolicy to the agent's own
+    Node and its unhealthy-GPU annotation (enforced on a real apiserver in
+    tests/e2e/test_real_node.py)."""
+    policy = _one("ValidatingAdmissionPolicy")
+    binding = _one("ValidatingAdmissionPolicyBinding")
+    assert binding["spec"] == {
+        "policyName": policy["metadata"]["name"],
+        "validationActions": ["Deny"],
+    }
+    spec = policy["spec"]
+    assert spec["failurePolicy"] == "Fail"
+    assert spec["matchConstraints"]["resourceRules"] == [
+        {"apiGroups": [""], "apiVersions": ["v1"], "operations": ["UPDATE"], "resources": ["nodes"]}
+    ]
+    account = _one("ServiceAccount")["metadata"]
+    [condition] = spec["matchConditions"]
+    assert (
+        f"system:serviceaccount:{account['namespace']}:{account['name']}" in condition["expression"]
+    )
+    text = " ".join(v["expression"] for v in spec["validations"])
+    assert "authentication.kubernetes.io/node-name" in text
+    assert UNHEALTHY_ANNOTATION in " ".join(v["expression"] for v in spec["variables"])

@@ -31,8 +31,11 @@ from pathlib import Path
 from typing import Any
 
 import grpc
-from lightkube import Client, KubeConfig
-from lightkube.resources.core_v1 import Node
+from lightkube import Client, KubeConfig, codecs
+from lightkube.models.authentication_v1 import BoundObjectReference, TokenRequestSpec
+from lightkube.models.core_v1 import Container, PodSpec
+from lightkube.models.meta_v1 import ObjectMeta
+from lightkube.resources.core_v1 import Node, Pod, ServiceAccount
 
 from gpucaas.fabric import RemoteFabric
 from gpucaas.node import KubeletGpu, discover, kubelet_gpus, parse_nvidia_smi_xml, save_module_map
@@ -235,6 +238,8 @@ def _stop(node: RealNode, name: str) -> None:
 def log_tails(workdir: Path, lines: int = 30) -> str:
     parts = []
     for log in sorted(workdir.glob("*.log")):
+        if log.name == "pki.log":  # openssl's progress dots
+            continue
         text = log.read_text(errors="replace").splitlines()[-lines:]
         parts.append(f"----- {log.name} -----\n" + "\n".join(text))
     return "\n".join(parts)
@@ -357,9 +362,14 @@ def real_node(*, runtime_config: bool = True) -> Iterator[RealNode]:
             ),
         )
         _wait("the fm-controller socket", node.fm_socket.exists, 30)
+        agent_kubeconfig = _node_agent_identity(node)
         node.plugin_args = _gpucaas(
             "node",
             "device-plugin",
+            "--node-name",
+            node.name,
+            "--kubeconfig",
+            str(agent_kubeconfig),
             "--kubelet-dir",
             str(KUBELET_ROOT),
             "--fabric",
@@ -397,6 +407,85 @@ def real_node(*, runtime_config: bool = True) -> Iterator[RealNode]:
         subprocess.run([str(TESTBED), "stop", str(workdir)], check=False, timeout=120)
         if not os.environ.get("GPUCAAS_K8S_KEEP"):
             shutil.rmtree(workdir, ignore_errors=True)
+
+
+DEPLOY = REPO / "deploy"
+AGENT_NAMESPACE = "gpucaas-system"
+AGENT_ACCOUNT = "gpucaas-node-agent"
+
+
+def _node_agent_identity(node: RealNode) -> Path:
+    """The node agent's own identity, as the DaemonSet gives it: deploy/'s namespace, service
+    account, RBAC and admission policy applied to the cluster, a stand-in pod of that account
+    on this node, and a token bound to that pod (so the API server knows the agent's node).
+    Returns a kubeconfig with that token."""
+    kube = node.client()
+    try:
+        for name in (
+            "namespace.yaml",
+            "serviceaccount.yaml",
+            "rbac.yaml",
+            "node-agent-policy.yaml",
+        ):
+            for obj in codecs.load_all_yaml((DEPLOY / name).read_text()):
+                kube.create(obj)
+        kube.create(
+            Pod(
+                metadata=ObjectMeta(name="node-agent-stand-in", namespace=AGENT_NAMESPACE),
+                spec=PodSpec(
+                    nodeName=node.name,
+                    serviceAccountName=AGENT_ACCOUNT,
+                    automountServiceAccountToken=False,
+                    containers=[Container(name="pause", image=node.env["PAUSE_IMAGE"])],
+                ),
+            )
+        )
+        pod = kube.get(Pod, "node-agent-stand-in", namespace=AGENT_NAMESPACE)
+        token = kube.create(
+            ServiceAccount.Token(
+                metadata=ObjectMeta(name=AGENT_ACCOUNT, namespace=AGENT_NAMESPACE),
+                spec=TokenRequestSpec(
+                    audiences=[],
+                    expirationSeconds=3600,
+                    boundObjectRef=BoundObjectReference(
+                        kind="Pod",
+                        apiVersion="v1",
+                        name="node-agent-stand-in",
+                        uid=pod.metadata.uid,
+                    ),
+                ),
+            ),
+            AGENT_ACCOUNT,
+            namespace=AGENT_NAMESPACE,
+        )
+    finally:
+        kube.close()
+    path = node.workdir / "node-agent.kubeconfig"
+    config = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [
+            {
+                "name": "testbed",
+                "cluster": {
+                    "server": node.env["K8S_API_URL"],
+                    "certificate-authority": str(node.workdir / "pki" / "ca.crt"),
+                },
+            }
+        ],
+        "users": [{"name": AGENT_ACCOUNT, "user": {"token": token.status.token}}],
+        "contexts": [{"name": "agent", "context": {"cluster": "testbed", "user": AGENT_ACCOUNT}}],
+        "current-context": "agent",
+    }
+    path.write_text(json.dumps(config))
+    path.chmod(0o600)
+    return path
+
+
+def agent_client(node: RealNode) -> Client:
+    """A client with the node agent's identity (its pod-bound service-account token)."""
+    config = KubeConfig.from_file(str(node.workdir / "node-agent.kubeconfig")).get()
+    return Client(config, field_manager="gpucaas-node-agent")
 
 
 def restart_plugin(node: RealNode) -> None:

@@ -21,14 +21,17 @@ from typing import Any
 import grpc
 import httpx
 import pytest
-from lightkube import Client
-from lightkube.resources.core_v1 import Pod
+from lightkube import ApiError, Client
+from lightkube.models.meta_v1 import ObjectMeta
+from lightkube.resources.core_v1 import Node, Pod
 from lightkube.resources.node_v1 import RuntimeClass
+from lightkube.types import PatchType
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from kube_helpers import delete_if_exists, wait_for
-from real_node import GPU, RealNode
+from real_node import GPU, RealNode, agent_client
 
+from gpucaas.node import parse_unhealthy_annotation, unhealthy_annotation_patch
 from gpucaas.runtime import RUNTIME_CLASS_NAME, runtime_class
 from gpucaas.topology import get_model
 from live_plane import FINAL, Live, live_plane, wait_state
@@ -227,16 +230,79 @@ def _registrations(node: RealNode) -> float:
 
 
 def test_a_gpu_whose_device_node_disappears_is_unhealthy_until_it_returns(
-    node_bed: RealNode, kube: Client
+    node_bed: RealNode, plane: Live, tenant: httpx.Client, kube: Client
 ) -> None:
     node = node_bed
     gpu = node.gpus[-1]
     node.remove_vfio_node(gpu)
     try:
         wait_for("7 allocatable GPUs", lambda: node.allocatable_gpus(kube) == 7, 30)
+        # The device plugin names it for the control plane (with its own, policy-bound
+        # identity), and gpucaas places nothing on it: a whole-board container waits.
+        wait_for("the annotation", lambda: _annotated(kube, node) == (int(gpu.module_id),), 30)
+        wait_for(
+            "gpucaas to see the GPU unhealthy",
+            lambda: _gpu_state(plane, node, int(gpu.module_id)) == "unhealthy",
+            30,
+        )
+        big = run(tenant, node, 8, "ls /dev/vfio")
+        time.sleep(2)
+        waiting = tenant.get(f"/v1/containers/{big['id']}").json()
+        assert waiting["state"] == "queued", waiting
     finally:
         node.make_vfio_node(gpu)
     wait_for("8 allocatable GPUs again", lambda: node.allocatable_gpus(kube) == 8, 30)
+    wait_for("the annotation to go", lambda: _annotated(kube, node) == (), 30)
+    done = wait_state(tenant, big["id"], FINAL, timeout=BOOT_TIMEOUT)
+    assert done["state"] == "succeeded" and done["exit_code"] == 0, done
+    assert done["partition"]["module_ids"] == list(range(1, 9))
+    wait_for("the board to be free", lambda: node.active_partitions() == set(), 45)
+
+
+def _gpu_state(plane: Live, node: RealNode, module_id: int) -> str:
+    with plane.admin() as admin:
+        fleet = admin.get("/v1/admin/fleet").json()
+    [board] = [b for b in fleet["boards"] if b["name"] == node.name]
+    [gpu] = [g for g in board["gpus"] if g["module_id"] == module_id]
+    return str(gpu["state"])
+
+
+def _annotated(kube: Client, node: RealNode) -> tuple[int, ...]:
+    return parse_unhealthy_annotation(kube.get(Node, node.name).metadata.annotations)
+
+
+def test_the_admission_policy_lets_the_agent_write_only_its_annotation(
+    node_bed: RealNode, kube: Client
+) -> None:
+    node = node_bed
+    other = f"not-this-node-{RUN}"
+    kube.create(Node(metadata=ObjectMeta(name=other)))
+    agent = agent_client(node)
+    try:
+        agent.patch(Node, node.name, unhealthy_annotation_patch([3]), patch_type=PatchType.MERGE)
+        assert _annotated(kube, node) == (3,)
+        agent.patch(Node, node.name, unhealthy_annotation_patch([]), patch_type=PatchType.MERGE)
+        assert _annotated(kube, node) == ()
+        refused = [
+            (
+                node.name,
+                {"metadata": {"labels": {"gpucaas.io/hgx": "false"}}},
+                "only the annotation",
+            ),
+            (node.name, {"metadata": {"annotations": {"x": "y"}}}, "only the annotation"),
+            (node.name, {"spec": {"unschedulable": True}}, "only the annotation"),
+            (other, unhealthy_annotation_patch([1]), "only the Node it runs on"),
+        ]
+        for name, patch, message in refused:
+            with pytest.raises(ApiError) as caught:
+                agent.patch(Node, name, patch, patch_type=PatchType.MERGE)
+            assert caught.value.status.code == 403 and message in caught.value.status.message, patch
+        labels = kube.get(Node, node.name).metadata.labels
+        assert labels["gpucaas.io/hgx"] == "true"
+        assert not kube.get(Node, node.name).spec.unschedulable
+    finally:
+        agent.close()
+        delete_if_exists(kube, Node, other)
 
 
 def test_two_two_and_four_fill_the_board_and_a_fourth_pair_waits(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -23,7 +24,15 @@ from prometheus_client.parser import text_string_to_metric_families
 from gpucaas.cli.node_plugin import FabricFailures, NodeHealth
 from gpucaas.errors import InvalidRequest
 from gpucaas.fabric import FailedDevice, FailedDevices, SimulatedFabric
-from gpucaas.node import discover, kubelet_gpus, parse_nvidia_smi_xml
+from gpucaas.node import (
+    UNHEALTHY_ANNOTATION,
+    NodeAnnotationReporter,
+    discover,
+    kubelet_gpus,
+    parse_nvidia_smi_xml,
+    parse_unhealthy_annotation,
+    unhealthy_annotation_patch,
+)
 from gpucaas.node._gpus import KubeletGpu
 from gpucaas.node._plugin import DevicePlugin, HttpEndpoint, PluginState
 from gpucaas.topology import get_model
@@ -130,6 +139,59 @@ def test_a_failing_health_check_marks_the_gpu_unhealthy(
 
     make_plugin(health=check)
     kubelet.wait_for(lambda k: k.health().get("5") == "Unhealthy")
+
+
+def test_unhealthy_gpus_are_reported_by_module_id_on_change_and_retried(
+    gpus: tuple[KubeletGpu, ...], make_plugin: MakePlugin
+) -> None:
+    broken: set[str] = set()
+    reports: list[frozenset[int]] = []
+    failing = threading.Event()
+
+    def report(modules: frozenset[int]) -> None:
+        if failing.is_set():
+            raise ConnectionError("API server unreachable")
+        reports.append(modules)
+
+    module = {g.device_id: int(g.module_id) for g in gpus}
+    plugin = make_plugin(health=lambda gpu: gpu.device_id not in broken, report=report)
+    _poll(lambda: reports == [frozenset()])  # the first pass clears a stale annotation
+    broken.add("2")
+    _poll(lambda: reports[-1:] == [frozenset({module["2"]})])
+    failing.set()  # a failed report is retried on the next pass, not lost
+    broken.add("6")
+    _poll(lambda: _reports(plugin, "error") >= 2)
+    failing.clear()
+    _poll(lambda: reports[-1:] == [frozenset({module["2"], module["6"]})])
+    count = len(reports)
+    time.sleep(0.5)  # unchanged health: nothing more is reported
+    assert len(reports) == count
+    assert plugin.unhealthy_modules() == {module["2"], module["6"]}
+
+
+def _reports(plugin: DevicePlugin, result: str) -> float:
+    text = plugin.metrics.text().decode()
+    return _metric(text, "gpucaas_device_plugin_health_reports_total", result=result)
+
+
+def test_the_annotation_patch_and_its_parser_agree() -> None:
+    patch = unhealthy_annotation_patch([5, 3, 3])
+    assert patch == {"metadata": {"annotations": {UNHEALTHY_ANNOTATION: "3,5"}}}
+    assert parse_unhealthy_annotation(patch["metadata"]["annotations"]) == (3, 5)  # type: ignore[index]
+    assert unhealthy_annotation_patch([]) == {
+        "metadata": {"annotations": {UNHEALTHY_ANNOTATION: None}}
+    }
+    assert parse_unhealthy_annotation({UNHEALTHY_ANNOTATION: "7, x,2,,2"}) == (2, 7)
+    assert parse_unhealthy_annotation(None) == ()
+
+
+def test_a_reporter_without_any_cluster_configuration_says_what_to_do(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("KUBECONFIG", str(tmp_path / "absent"))
+    monkeypatch.setenv("HOME", str(tmp_path))
+    with pytest.raises(InvalidRequest, match="--kubeconfig"):
+        NodeAnnotationReporter("hgx-07")
 
 
 def _ids(modules: set[int]) -> list[str]:

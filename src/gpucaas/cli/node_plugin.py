@@ -179,6 +179,24 @@ def device_plugin(
         str,
         typer.Option(envvar="GPUCAAS_HTTP_LISTEN", help="HOST:PORT serving /healthz and /metrics."),
     ] = "127.0.0.1:9467",
+    node_name: Annotated[
+        str | None,
+        typer.Option(
+            envvar="NODE_NAME",
+            show_default=False,
+            help="This node's name: publish the unhealthy GPUs' module IDs in its annotation "
+            "gpucaas.io/unhealthy-gpus for the control plane (needs patch on nodes). "
+            "Unset: not published.",
+        ),
+    ] = None,
+    kubeconfig: Annotated[
+        str | None,
+        typer.Option(
+            show_default=False,
+            help="With --node-name: the API server's kubeconfig (default: in-cluster, then "
+            "$KUBECONFIG).",
+        ),
+    ] = None,
 ) -> None:
     """Serve the kubelet device plugin: hand out whole partitions, activate them before the
     VM starts, deactivate them when their pods are gone.
@@ -187,7 +205,7 @@ def device_plugin(
     """
     from gpucaas.fabric import RemoteFabric
     from gpucaas.fabric._server import JsonFormatter
-    from gpucaas.node import DevicePlugin, HttpEndpoint
+    from gpucaas.node import DevicePlugin, HttpEndpoint, NodeAnnotationReporter
     from gpucaas.topology import get_model
 
     handler = logging.StreamHandler(sys.stderr)
@@ -206,6 +224,9 @@ def device_plugin(
     with user_errors():
         model = get_model(board)
         gpus = kubelet_gpus(discover(sysfs), load_module_map(map_path))
+        reporter = NodeAnnotationReporter(node_name, kubeconfig) if node_name else None
+        if reporter is None:
+            log.info("not publishing unhealthy GPUs: no --node-name (NODE_NAME)")
         remote = RemoteFabric(fabric)
         plugin = DevicePlugin(
             gpus,
@@ -215,6 +236,7 @@ def device_plugin(
             resource=resource,
             health=NodeHealth(sysfs, dev_root, FabricFailures(remote)),
             health_interval_s=health_interval,
+            report=reporter,
         )
         try:
             http = HttpEndpoint(plugin, http_listen)
@@ -235,3 +257,5 @@ def device_plugin(
         plugin.stop()
         http.stop()
         remote.close()
+        if reporter is not None:
+            reporter.close()

@@ -54,6 +54,7 @@ from lightkube.resources.core_v1 import Namespace, Node, Pod, ResourceQuota, Ser
 from lightkube.resources.networking_v1 import NetworkPolicy
 
 from gpucaas.errors import Conflict, InvalidRequest, Unavailable
+from gpucaas.node import parse_unhealthy_annotation
 from gpucaas.runtime import vm_memory_for
 
 from ._api import BoardInfo, Phase, TenantSpec, Workload, WorkloadStatus
@@ -65,8 +66,6 @@ TENANT_LABEL = "gpucaas.io/tenant"
 CONTAINER_LABEL = "gpucaas.io/container"
 HGX_LABEL = "gpucaas.io/hgx"
 BOARD_MODEL_LABEL = "gpucaas.io/board-model"
-UNHEALTHY_ANNOTATION = "gpucaas.io/unhealthy-gpus"
-"""Module IDs the node agent reports unhealthy, comma-separated (e.g. "3,5")."""
 SCHEDULER_NAME = "gpucaas"
 DEFAULT_RUNTIME_CLASS = "kata-qemu-nvidia-gpu"
 DEFAULT_GPU_RESOURCE = "nvidia.com/gpu"
@@ -354,7 +353,7 @@ class KubernetesBackend:
                     name=meta.name,
                     model=model,
                     labels=labels,
-                    unhealthy=_unhealthy(meta.annotations or {}),
+                    unhealthy=parse_unhealthy_annotation(meta.annotations),
                     cordoned=unschedulable or not ready,
                     ready=ready,
                 )
@@ -703,11 +702,6 @@ def _ready(node: Node) -> bool:
         if cond.type == "Ready":
             return cond.status == "True"
     return False
-
-
-def _unhealthy(annotations: Mapping[str, str]) -> tuple[int, ...]:
-    text = annotations.get(UNHEALTHY_ANNOTATION, "")
-    return tuple(int(x) for x in text.split(",") if x.strip().isdigit())
 
 
 def _status_message(reply: Any) -> str:

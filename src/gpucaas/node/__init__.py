@@ -1,5 +1,6 @@
 """Node agent: GPU discovery from sysfs, the module-ID map, VFIO preparation, CDI specs,
-and the partition-aware kubelet device plugin (v1beta1)."""
+the partition-aware kubelet device plugin (v1beta1), and the node annotation that tells the
+control plane which GPUs are unhealthy."""
 
 from ._cdi import (
     CDI_SPEC_DIR,
@@ -56,6 +57,12 @@ from ._plugin import (
     PluginState,
     PodResourcesWatcher,
     socket_name,
+)
+from ._report import (
+    UNHEALTHY_ANNOTATION,
+    NodeAnnotationReporter,
+    parse_unhealthy_annotation,
+    unhealthy_annotation_patch,
 )
 from ._types import (
     BDF,
@@ -115,6 +122,7 @@ __all__ = [
     "PARTITION_ANNOTATION",
     "PROC_ROOT",
     "SYSFS_ROOT",
+    "UNHEALTHY_ANNOTATION",
     "VFIO_CONTAINER",
     "VFIO_PCI",
     "Bar",
@@ -148,6 +156,7 @@ __all__ = [
     "ModuleMapMissing",
     "Mount",
     "NetDevice",
+    "NodeAnnotationReporter",
     "NvidiaDevice",
     "NvidiaSmiUnavailable",
     "PartitionHeld",
@@ -181,12 +190,14 @@ __all__ = [
     "minimum_version",
     "parse_bdf",
     "parse_nvidia_smi_xml",
+    "parse_unhealthy_annotation",
     "plan_vfio",
     "qualified_name",
     "read_host",
     "save_module_map",
     "socket_name",
     "spec_file_name",
+    "unhealthy_annotation_patch",
     "validate_cdi_spec",
     "validate_module_map",
     "vfio_status",

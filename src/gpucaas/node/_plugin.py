@@ -139,6 +139,12 @@ class PluginMetrics:
             ["health"],
             registry=self.registry,
         )
+        self.reports = Counter(
+            "gpucaas_device_plugin_health_reports_total",
+            "Reports of the unhealthy GPUs to the control plane (node annotation) by result",
+            ["result"],
+            registry=self.registry,
+        )
         self.registrations = Counter(
             "gpucaas_device_plugin_registrations_total",
             "Registrations with the kubelet by result",
@@ -232,6 +238,9 @@ class DevicePlugin(dp_grpc.DevicePluginServicer):
         health_interval_s: how often health, PodResources and kubelet.sock are polled.
         release_grace_s: a partition activated this recently is not released even if no
             pod lists it yet.
+        report: called with the module IDs of the unhealthy GPUs whenever that set changes
+            (first on the first health pass; again on the next pass if it raised), e.g. a
+            :class:`NodeAnnotationReporter` that tells the control plane. None: nobody.
         register: False skips registration with the kubelet (a test seam).
         metrics: where to count; a fresh :class:`PluginMetrics` when None.
     """
@@ -249,6 +258,7 @@ class DevicePlugin(dp_grpc.DevicePluginServicer):
         release_grace_s: float = 10.0,
         register: bool = True,
         metrics: PluginMetrics | None = None,
+        report: Callable[[frozenset[int]], None] | None = None,
     ) -> None:
         qualified_name(resource, "0")  # refuse a resource name that is no CDI kind, now
         self.gpus = tuple(gpus)
@@ -272,6 +282,9 @@ class DevicePlugin(dp_grpc.DevicePluginServicer):
             {g.device_id: int(g.module_id) for g in self.gpus},
         )
         self._healthy = {g.device_id: True for g in self.gpus}
+        self._report = report
+        self._reported: frozenset[int] | None = None
+        self._report_error: str | None = None
         self._changed = threading.Condition()
         self._version = 0
         self._fabric_lock = threading.Lock()  # one fabric call at a time, as FM wants
@@ -492,9 +505,38 @@ class DevicePlugin(dp_grpc.DevicePluginServicer):
                 self._changed.notify_all()
         return changed
 
+    def unhealthy_modules(self) -> frozenset[int]:
+        """Module IDs of the GPUs the last health pass found unhealthy."""
+        with self._changed:
+            return frozenset(int(g.module_id) for g in self.gpus if not self._healthy[g.device_id])
+
+    def report_health(self) -> bool:
+        """Hand the unhealthy module IDs to ``report`` if they changed since it last
+        succeeded; True when it was called and succeeded."""
+        if self._report is None:
+            return False
+        unhealthy = self.unhealthy_modules()
+        if unhealthy == self._reported:
+            return False
+        try:
+            self._report(unhealthy)
+        except Exception as exc:  # noqa: BLE001 - retried on the next pass
+            self.metrics.reports.labels("error").inc()
+            if str(exc) != self._report_error:  # once per distinct error, not every pass
+                self._report_error = str(exc)
+                log.warning(
+                    "cannot report unhealthy GPUs; retrying every health pass",
+                    extra={"modules": sorted(unhealthy), "error": str(exc)},
+                )
+            return False
+        self.metrics.reports.labels("ok").inc()
+        self._reported, self._report_error = unhealthy, None
+        return True
+
     def _health_loop(self) -> None:
         while not self._stop.wait(self._interval):
             self.check_health()
+            self.report_health()
 
     # -- release ---------------------------------------------------------------------------
 
