@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -229,6 +231,20 @@ def test_transitions_record_events_and_final_states_stick(store: Store) -> None:
     row = store.container(a["id"])
     assert (row["state"], row["exit_code"]) == ("failed", 3)
     assert [e["state"] for e in store.events(seq)] == ["queued", "failed"]
+
+
+def test_a_backend_time_never_puts_a_state_before_the_one_it_follows(store: Store) -> None:
+    tenant(store)
+    a, _ = store.submit("acme", body(2), gpus_granted=2)
+    assert store.reserve(a["seq"], Reservation("hgx-0000", 3, (1, 3), 2))
+    assert store.transition(a["seq"], State.STARTING, "Started")
+    # A pod's startedAt is a truncated second on the kubelet's clock: it can be earlier.
+    store.transition(a["seq"], State.RUNNING, "Running", at=time.time() - 5)
+    at = {e["state"]: e["at"] for e in store.events(a["seq"])}
+    assert at["running"] >= at["starting"]
+    later = time.time() + 3
+    store.transition(a["seq"], State.SUCCEEDED, "Completed", exit_code=0, at=later)
+    assert store.container(a["id"])["updated_at"] == pytest.approx(later)
 
 
 def test_stop_of_running_work_is_a_request(store: Store) -> None:

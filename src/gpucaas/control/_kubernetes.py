@@ -18,6 +18,7 @@ import logging
 import re
 import socket
 import threading
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -615,28 +616,45 @@ class KubernetesBackend:
                 raise KubernetesError(f"reading logs of {ns}/{name}", str(exc)) from exc
 
 
-def pod_status(pod: Pod) -> WorkloadStatus:
+LIVE_WITHIN_S = 2.0
+"""A pod time this close to now was seen live: the observation is the better clock."""
+
+
+def _when(stamp: Any, now: float) -> float | None:
+    """A pod's timestamp (RFC 3339, whole seconds, the kubelet's clock) as the time of a
+    state change, or None (the store then records when we saw it). Seen live, within
+    :data:`LIVE_WITHIN_S`, our own clock is more precise than a truncated second and cannot
+    put *running* before *starting*; older (caught up after a restart) the pod's time is the
+    better one."""
+    if stamp is None:
+        return None
+    t = float(stamp.timestamp())
+    return None if now - t < LIVE_WITHIN_S else t
+
+
+def pod_status(pod: Pod, now: float | None = None) -> WorkloadStatus:
     """A pod's phase and container state, as a workload status. A pod not bound to a node
     is ABSENT: gpucaas binds what it creates, so an unbound pod is a start that a crash
-    interrupted, and starting it again (idempotent) binds it."""
+    interrupted, and starting it again (idempotent) binds it. ``now``: the wall clock (for
+    :func:`_when`)."""
+    now = time.time() if now is None else now
     if not _node_of(pod):
         return WorkloadStatus(Phase.ABSENT, message="created, not bound to a node")
     status = pod.status
     phase = status.phase if status else None
-    started = status.startTime.timestamp() if status and status.startTime else None
+    started = _when(status.startTime if status else None, now)
     terminated = None
     for cs in (status.containerStatuses if status else None) or ():
         if cs.state and cs.state.terminated:
             terminated = cs.state.terminated
+            started = _when(terminated.startedAt, now) if terminated.startedAt else started
         elif cs.state and cs.state.running and cs.state.running.startedAt:
-            started = cs.state.running.startedAt.timestamp()
+            started = _when(cs.state.running.startedAt, now)
     if phase == "Running":
         return WorkloadStatus(Phase.RUNNING, started_at=started)
     if phase in ("Succeeded", "Failed"):
         code = terminated.exitCode if terminated else (0 if phase == "Succeeded" else None)
-        finished = (
-            terminated.finishedAt.timestamp() if terminated and terminated.finishedAt else None
-        )
+        finished = _when(terminated.finishedAt, now) if terminated else None
         reason = "exited"
         message = (terminated.message or terminated.reason or "") if terminated else ""
         if status and status.reason == "DeadlineExceeded":

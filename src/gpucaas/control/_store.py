@@ -651,7 +651,9 @@ class Store:
         exit_code: int | None = None,
         at: float | None = None,
     ) -> None:
-        t = at if at is not None else now()
+        # A backend's time (another host's clock, a truncated second) never puts a state
+        # before the one it follows.
+        t = max(at, float(row["updated_at"])) if at is not None else now()
         values: dict[str, Any] = {
             "state": to.value,
             "reason": reason,
