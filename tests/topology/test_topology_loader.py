@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from gpucaas.errors import InvalidRequest
+from gpucaas.runtime import H100_BAR_GIB, H200_BAR_GIB
 from gpucaas.topology import (
     ModelError,
     ModelRegistry,
@@ -110,6 +111,15 @@ def test_valid_file_loads(tmp_path: Path) -> None:
     assert best is not None and best.module_ids == (2,)
 
 
+def test_an_h200_on_the_h100_board_has_its_own_measured_bar() -> None:
+    model = get_model("hgx-h200-8")
+    bars = {d.name: d.bar2_gib for d in model.gpu_devices}
+    assert bars == {"H100 SXM5": None, "H200": 256}  # 256 GiB: tests/node/data/captured-h200-r580
+    assert model.bars is not None and model.bars.bar2_gib == 128
+    # the boot budget's per-GPU BARs are the model's
+    assert (model.bars.bar2_gib, bars["H200"]) == (H100_BAR_GIB, H200_BAR_GIB)
+
+
 def test_optional_tables_may_be_left_out() -> None:
     model = parse_model(HEADER + SINGLES, source="minimal")
     assert model.aliases == ()
@@ -178,6 +188,16 @@ def test_partitions_are_sorted_by_id_and_gpus_sorted() -> None:
             "gpu_devices[0].device_id",
             "must be an integer",
         ),
+        (
+            HEADER + "[[gpu_devices]]\nname = 'X'\ndevice_id = 1\nbar2_gib = 0\n" + SINGLES,
+            "gpu_devices[0].bar2_gib",
+            "must be a positive integer",
+        ),
+        (
+            HEADER + "[[gpu_devices]]\nname = 'X'\ndevice_id = 1\nbar_gib = 9\n" + SINGLES,
+            "gpu_devices[0].bar_gib",
+            "unknown field",
+        ),
         (HEADER + "gpu_devices = 3\n" + SINGLES, "gpu_devices", "array"),
         (HEADER + "nvswitch = 3\n" + SINGLES, "nvswitch", "must be a table"),
         (
@@ -233,6 +253,8 @@ def test_partitions_are_sorted_by_id_and_gpus_sorted() -> None:
         "description not a string",
         "gpu device without device_id",
         "gpu device id as string",
+        "gpu device bar2_gib zero",
+        "gpu device unknown field",
         "gpu_devices not an array",
         "nvswitch not a table",
         "nvswitch without count",

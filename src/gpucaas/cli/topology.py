@@ -21,7 +21,14 @@ def model_json(model: BoardModel) -> dict[str, object]:
         "gpu_count": model.gpu_count,
         "partition_sizes": list(model.sizes),
         "gpu_devices": [
-            {"name": d.name, "device_id": f"{d.device_id:#06x}"} for d in model.gpu_devices
+            {
+                "name": d.name,
+                "device_id": f"{d.device_id:#06x}",
+                "bar2_gib": d.bar2_gib
+                if d.bar2_gib is not None
+                else model.bars and model.bars.bar2_gib,
+            }
+            for d in model.gpu_devices
         ],
         "nvswitch": None
         if model.nvswitch is None

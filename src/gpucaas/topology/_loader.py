@@ -152,10 +152,17 @@ def _gpu_devices(raw: Any, fail: Any) -> tuple[GpuDevice, ...]:
         where = f"gpu_devices[{n}]"
         if not isinstance(item, dict):
             raise fail(where, "must be a table with name and device_id")
+        extra = sorted(set(item) - {"name", "device_id", "bar2_gib"})
+        if extra:
+            raise fail(f"{where}.{extra[0]}", "unknown field; allowed: name, device_id, bar2_gib")
+        bar2 = item.get("bar2_gib")
+        if bar2 is not None and (not _is_int(bar2) or bar2 < 1):
+            raise fail(f"{where}.bar2_gib", f"{bar2!r} must be a positive integer (GiB)")
         out.append(
             GpuDevice(
                 _req(item, "name", str, fail, prefix=where),
                 _req(item, "device_id", int, fail, prefix=where),
+                bar2,
             )
         )
     return tuple(out)

@@ -51,6 +51,9 @@ class GpuDevice:
 
     name: str
     device_id: int
+    bar2_gib: int | None = None
+    """This GPU's BAR2 (the VRAM aperture VFIO maps) when it differs from the board's
+    :class:`Bars` (an H200 on the H100 board: 256 GiB, not 128)."""
 
 
 @dataclass(frozen=True, slots=True)
