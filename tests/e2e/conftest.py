@@ -100,12 +100,16 @@ def _build(pytestconfig: pytest.Config) -> None:
         )
 
 
-def _log_tails(workdir: Path, lines: int = 30) -> str:
-    parts = []
-    for log in sorted(workdir.glob("*.log")):
-        text = log.read_text(errors="replace").splitlines()[-lines:]
-        parts.append(f"----- {log.name} -----\n" + "\n".join(text))
-    return "\n".join(parts)
+def _built_testbed(pytestconfig: pytest.Config, missing: str) -> dict[str, str]:
+    """``k8s-testbed env`` once the binaries are built (building them if Go is here), or a
+    skip that starts with ``missing`` and says how to get them."""
+    env = _testbed_env()
+    if env.get("BUILT") == "yes":
+        return env
+    if shutil.which("go") is None:
+        pytest.skip(f"{missing}: {HOW_TO}")
+    _build(pytestconfig)
+    return _testbed_env()
 
 
 @pytest.fixture(scope="session")
@@ -118,11 +122,7 @@ def kube_cluster(pytestconfig: pytest.Config) -> Iterator[KubeCluster]:
         yield KubeCluster(kubeconfig=path, api_url=_server_of(path))
         return
 
-    env = _testbed_env()
-    if env.get("BUILT") != "yes" and shutil.which("go") is None:
-        pytest.skip(f"no Kubernetes test cluster: {HOW_TO}")
-    if env.get("BUILT") != "yes":
-        _build(pytestconfig)
+    env = _built_testbed(pytestconfig, "no Kubernetes test cluster")
 
     workdir = Path(tempfile.mkdtemp(prefix="gpucaas-k8s-"))
     started = False
@@ -153,7 +153,7 @@ def kube_cluster(pytestconfig: pytest.Config) -> Iterator[KubeCluster]:
         )
     except subprocess.TimeoutExpired as exc:
         started = True
-        pytest.fail(f"scripts/k8s-testbed start timed out:\n{_log_tails(workdir)}\n{exc}")
+        pytest.fail(f"scripts/k8s-testbed start timed out:\n{log_tails(workdir)}\n{exc}")
     finally:
         if started:
             subprocess.run([str(TESTBED), "stop", str(workdir)], check=False, timeout=60)
@@ -235,7 +235,7 @@ def kata_runtime_class(kube: Client) -> Iterator[str]:
 
 # --- a real node: kubelet + containerd + runc + our node agent (issue 7) ----------------------
 
-from real_node import RealNode, missing_prerequisite, real_node  # noqa: E402
+from real_node import RealNode, log_tails, missing_prerequisite, real_node  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -250,10 +250,6 @@ def node_bed(pytestconfig: pytest.Config) -> Iterator[RealNode]:
         pytest.skip(f"no real node here: {why}")
     if os.environ.get(KUBECONFIG_ENV):
         pytest.skip(f"{KUBECONFIG_ENV} is set: the real-node tests need the local test bed")
-    env = _testbed_env()
-    if env.get("BUILT") != "yes" and shutil.which("go") is None:
-        pytest.skip(f"no kubelet/containerd build: {HOW_TO}")
-    if env.get("BUILT") != "yes":
-        _build(pytestconfig)
+    _built_testbed(pytestconfig, "no kubelet/containerd build")
     with real_node(runtime_config=True) as node:
         yield node

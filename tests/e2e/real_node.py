@@ -18,7 +18,7 @@ import json
 import os
 import shutil
 import signal
-import socket
+import stat
 import subprocess
 import sys
 import tempfile
@@ -28,9 +28,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import grpc
+from kube_helpers import wait_for
 from lightkube import Client, KubeConfig, codecs
 from lightkube.models.authentication_v1 import BoundObjectReference, TokenRequestSpec
 from lightkube.models.core_v1 import Container, PodSpec
@@ -41,6 +41,7 @@ from gpucaas.fabric import RemoteFabric
 from gpucaas.node import KubeletGpu, discover, kubelet_gpus, parse_nvidia_smi_xml, save_module_map
 from gpucaas.node.proto import podresources_v1_pb2 as pr
 from gpucaas.node.proto import podresources_v1_pb2_grpc as pr_grpc
+from live_plane import free_port
 from node_helpers import node_test_module
 
 REPO = Path(__file__).resolve().parents[2]
@@ -78,12 +79,6 @@ def missing_prerequisite() -> str | None:
 def _ldd(path: str) -> bytes:
     out = subprocess.run(["ldd", path], capture_output=True, env={**os.environ, "LC_ALL": "C"})
     return out.stdout + out.stderr
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass
@@ -190,21 +185,8 @@ class RealNode:
 
 
 def _mknod(path: Path) -> None:
-    import stat
-
     path.parent.mkdir(parents=True, exist_ok=True)
     os.mknod(path, 0o666 | stat.S_IFCHR, os.makedev(*FAKE_MAJOR_MINOR))
-
-
-def _wait(what: str, probe: Any, timeout: float = 60.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        got = probe()
-        if got:
-            return got
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.2)
 
 
 def _gpucaas(*args: str) -> list[str]:
@@ -361,7 +343,7 @@ def real_node(*, runtime_config: bool = True) -> Iterator[RealNode]:
                 node.name,
             ),
         )
-        _wait("the fm-controller socket", node.fm_socket.exists, 30)
+        wait_for("the fm-controller socket", node.fm_socket.exists, 30)
         agent_kubeconfig = _node_agent_identity(node)
         node.plugin_args = _gpucaas(
             "node",
@@ -388,7 +370,7 @@ def real_node(*, runtime_config: bool = True) -> Iterator[RealNode]:
         _start(node, "device-plugin", node.plugin_args)
         kube = node.client()
         try:
-            _wait("8 allocatable GPUs on the node", lambda: node.allocatable_gpus(kube) == 8, 60)
+            wait_for("8 allocatable GPUs on the node", lambda: node.allocatable_gpus(kube) == 8, 60)
         finally:
             kube.close()
         node.env["NODE_READY_S"] = f"{time.monotonic() - t0:.1f}"
