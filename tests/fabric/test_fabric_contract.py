@@ -19,8 +19,8 @@ from gpucaas.fabric import (
     PartitionNotActive,
     RemoteFabric,
     SimulatedFabric,
+    serve_controller,
 )
-from gpucaas.fabric._server import serve
 from gpucaas.topology import get_model
 
 H100 = get_model("hgx-h100-8")
@@ -49,7 +49,7 @@ def fabric(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[FabricMan
         controller = FabricController(
             SimulatedFabric(H100), H100, state_dir=tmp_path, board="b0", backend="simulated"
         )
-        daemon = serve(controller, str(tmp_path / "fm.sock"), http_listen=None)
+        daemon = serve_controller(controller, str(tmp_path / "fm.sock"), http_listen=None)
         try:
             with RemoteFabric(str(tmp_path / "fm.sock")) as remote:
                 yield remote

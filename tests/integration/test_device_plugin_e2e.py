@@ -26,8 +26,7 @@ import typer
 from typer.testing import CliRunner
 
 from gpucaas.cli.node_plugin import StillOnVfio, device_plugin
-from gpucaas.fabric import FabricController, RemoteFabric, SimulatedFabric
-from gpucaas.fabric._server import serve
+from gpucaas.fabric import FabricController, RemoteFabric, SimulatedFabric, serve_controller
 from gpucaas.node import discover, kubelet_gpus, parse_nvidia_smi_xml, save_module_map
 from gpucaas.node._plugin import DevicePlugin
 from gpucaas.topology import get_model
@@ -50,7 +49,7 @@ class Node:
         controller = FabricController(
             self.fm, MODEL, state_dir=root / "fm", board="hgx-07", backend="simulated"
         )
-        self.daemon = serve(controller, str(root / "fm.sock"), reconcile_interval_s=0.2)
+        self.daemon = serve_controller(controller, str(root / "fm.sock"), reconcile_interval_s=0.2)
         self.fabric = RemoteFabric(str(root / "fm.sock"))
         self.kubelet: Any = kubelet_fake.TestKubelet(root / "kubelet")
         tree = sysfs_fixture.make_hgx_h100_tree(root / "sys")

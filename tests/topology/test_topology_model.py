@@ -436,6 +436,34 @@ def test_best_partition_never_destroys_more_than_any_alternative() -> None:
                 assert (model.damage(size, blocked) == 0) is (least == (0, 0, 0, 0))
 
 
+def test_best_partition_with_must_include_is_the_same_ranking_restricted() -> None:
+    """Brute force: with must-include GPUs the choice is the least-damage free partition of
+    the size that holds them all (lowest id on ties), or None when there is none; without
+    them, it is the unrestricted choice."""
+    for model in (H100, B200):
+        for size in model.sizes:
+            for blocked in range(256):
+                for must in range(256):
+                    if must & blocked:
+                        continue
+                    free = [
+                        p
+                        for p in model.available(blocked)
+                        if p.size == size and must & ~p.mask == 0
+                    ]
+                    best = model.best_partition(size, blocked, must_include=must)
+                    if not free:
+                        assert best is None
+                        continue
+                    assert best is not None and best in free
+                    costs = {p.id: _lost(model, size, blocked, p) for p in free}
+                    least = min(costs.values())
+                    assert best.id == min(pid for pid, c in costs.items() if c == least)
+                assert model.best_partition(size, blocked, must_include=0) == (
+                    model.best_partition(size, blocked)
+                )
+
+
 def test_damage_orders_larger_partitions_first() -> None:
     # A single on an idle board breaks the whole board, a half and a pair; once 1 and 3 are
     # used, the best single only breaks the pair 2,4; on 1,3,5,7 used it breaks nothing.

@@ -74,8 +74,15 @@ def serve_cmd(
 
     Example: gpucaas fabric serve --backend simulated --listen /tmp/fm.sock --state-dir /tmp/fm
     """
-    from gpucaas.fabric import FabricController, FabricManager, SimulatedFabric
-    from gpucaas.fabric._server import JsonFormatter, Metrics, run_until_signalled, serve
+    from gpucaas._jsonlog import JsonFormatter
+    from gpucaas.fabric import (
+        ControllerMetrics,
+        FabricController,
+        FabricManager,
+        SimulatedFabric,
+        run_until_signalled,
+        serve_controller,
+    )
     from gpucaas.topology import get_model
 
     handler = logging.StreamHandler(sys.stderr)
@@ -95,16 +102,16 @@ def serve_cmd(
             fabric = NvfmLibrary(nvfm_address, library=nvfm_library, board=label)
         else:
             raise InvalidRequest(f"--backend {backend!r}: choose simulated or nvfm")
-        metrics = Metrics()
+        metrics = ControllerMetrics()
         controller = FabricController(
             fabric, model, state_dir=state_dir, board=label, backend=backend, observer=metrics
         )
-        daemon = serve(
+        daemon = serve_controller(
             controller,
             listen,
             token=read_token(token_file),
             http_listen=http_listen,
             reconcile_interval_s=reconcile_interval,
         )
-    # serve() logged where it listens (JSON on stderr, like every other line).
+    # serve_controller() logged where it listens (JSON on stderr, like every other line).
     run_until_signalled(daemon)

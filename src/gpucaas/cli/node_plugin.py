@@ -203,8 +203,8 @@ def device_plugin(
 
     Example: gpucaas node device-plugin --fabric /run/gpucaas/fm-controller.sock
     """
+    from gpucaas._jsonlog import JsonFormatter
     from gpucaas.fabric import RemoteFabric
-    from gpucaas.fabric._server import JsonFormatter
     from gpucaas.node import DevicePlugin, HttpEndpoint, NodeAnnotationReporter
     from gpucaas.topology import get_model
 

@@ -10,13 +10,12 @@ never read half a file. A refused merge writes nothing and exits 2.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
+from gpucaas._files import write_atomically
 from gpucaas.runtime import (
     CDI_SPEC_DIRS,
     DROPIN_PATH,
@@ -211,27 +210,13 @@ def _write_atomically(path: Path, text: str, *, backup: bool) -> Path | None:
         mode = path.stat().st_mode & 0o7777 if path.exists() else 0o644
         if backup and path.exists():
             saved = path.with_name(path.name + ".bak")
-            _replace(saved, path.read_bytes(), mode)
-        _replace(path, text.encode("utf-8"), mode)
+            write_atomically(saved, path.read_bytes(), mode=mode)
+        write_atomically(path, text, mode=mode)
     except OSError as exc:
         raise RuntimeConfigError(
             str(path), f"cannot write it ({exc.strerror})", "check the directory's permissions"
         ) from exc
     return saved
-
-
-def _replace(path: Path, data: bytes, mode: int) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 @app.command("kata")

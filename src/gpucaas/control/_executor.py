@@ -39,6 +39,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from gpucaas._files import write_atomically
 from gpucaas.errors import Conflict, InvalidRequest, Unavailable
 from gpucaas.node import CdiError, qualified_name
 
@@ -53,7 +54,6 @@ from ._shim import (
     STOP_REQUEST,
     now_iso,
     proc_start_time,
-    write_atomically,
 )
 
 PROCESS_BANNER = (

@@ -21,8 +21,8 @@ On SIGTERM (or SIGINT) the shim sends SIGTERM to the workload's process group, r
 ``--stop-cmd`` if any (an engine's ``stop``), waits the grace period, then sends SIGKILL;
 past ``--max-runtime-s`` it does the same with reason ``deadline``.
 
-It imports only the standard library, so it starts fast: ``gpucaas.fabric`` pulls in grpc,
-hence the private copy of :func:`write_atomically`.
+It imports only the standard library and the stdlib-only leaf :mod:`gpucaas._files`, so it
+starts fast.
 """
 
 from __future__ import annotations
@@ -36,13 +36,14 @@ import select
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
 from typing import Any
+
+from gpucaas._files import write_atomically
 
 SHIM_PID = "shim.pid"
 """The shim's pid and /proc start time: ``{"pid": int, "start_time": int}``."""
@@ -68,23 +69,6 @@ _ENGINE_STOP_MARGIN_S = 5.0
 def now_iso() -> str:
     """The current time, ISO-8601 in UTC with milliseconds."""
     return datetime.now(UTC).isoformat(timespec="milliseconds")
-
-
-def write_atomically(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` so a reader sees the old or the new file, never a part.
-
-    A copy of :func:`gpucaas.fabric.write_atomically`, which cannot be imported without grpc.
-    """
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as out:
-            out.write(text)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def proc_start_time(pid: int) -> int | None:

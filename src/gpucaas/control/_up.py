@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+from gpucaas._files import write_atomically
 from gpucaas.errors import Conflict, InvalidRequest
-from gpucaas.fabric import write_atomically
 from gpucaas.placement import get_policy
 from gpucaas.topology import get_model
 

@@ -26,7 +26,8 @@ from ._errors import (
 )
 from ._libnvfm import NvfmLibrary
 from ._remote import DEFAULT_CONTROLLER_SOCKET, RemoteFabric
-from ._sim import REPLAY_WINDOW_S, FabricStateError, SimulatedFabric, write_atomically
+from ._server import ControllerDaemon, ControllerMetrics, run_until_signalled, serve_controller
+from ._sim import REPLAY_WINDOW_S, FabricStateError, SimulatedFabric
 from ._types import FailedDevice, FailedDevices, PartitionGpu, PartitionInfo
 
 __all__ = [
@@ -36,6 +37,8 @@ __all__ = [
     "MEANING",
     "REPLAY_WINDOW_S",
     "AddressType",
+    "ControllerDaemon",
+    "ControllerMetrics",
     "ControllerStatus",
     "FMReturn",
     "FabricAddressError",
@@ -62,5 +65,6 @@ __all__ = [
     "SimulatedFabric",
     "check",
     "parse_address",
-    "write_atomically",
+    "run_until_signalled",
+    "serve_controller",
 ]

@@ -25,11 +25,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
+from gpucaas._files import write_atomically
 from gpucaas.topology import BoardModel
 
 from ._api import FabricManager
 from ._errors import FabricManagerError, FabricManagerNotReady
-from ._sim import FabricStateError, partition_set, write_atomically
+from ._sim import FabricStateError, partition_set
 from ._types import FailedDevices, PartitionInfo
 
 log = logging.getLogger("gpucaas.fm-controller")

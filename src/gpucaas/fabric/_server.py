@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hmac
 import ipaddress
-import json
 import logging
 import os
 import signal
@@ -40,22 +39,7 @@ from .proto import fabric_pb2_grpc as pb_grpc
 log = logging.getLogger("gpucaas.fm-controller")
 
 
-class JsonFormatter(logging.Formatter):
-    """One JSON object per line: time, level, message and any ``extra`` fields."""
-
-    _skip = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message"}
-
-    def format(self, record: logging.LogRecord) -> str:
-        data: dict[str, Any] = {
-            "ts": round(record.created, 3),
-            "level": record.levelname.lower(),
-            "msg": record.getMessage(),
-        }
-        data.update({k: v for k, v in record.__dict__.items() if k not in self._skip})
-        return json.dumps(data, default=str)
-
-
-class Metrics(Observer):
+class ControllerMetrics(Observer):
     """Prometheus metrics of one controller, in a registry of its own."""
 
     def __init__(self) -> None:
@@ -196,7 +180,7 @@ def _is_local(target: str) -> bool:
 
 
 @dataclass
-class Daemon:
+class ControllerDaemon:
     """A running fm-controller; :meth:`stop` is idempotent and removes the socket."""
 
     controller: FabricController
@@ -233,14 +217,14 @@ class Daemon:
         self._stop.wait()
 
 
-def serve(
+def serve_controller(
     controller: FabricController,
     listen: str,
     *,
     token: str | None = None,
     http_listen: str | None = None,
     reconcile_interval_s: float = 2.0,
-) -> Daemon:
+) -> ControllerDaemon:
     """Start serving; returns once the socket answers. Raises :class:`InvalidRequest`
     for a bad or unsafe listen address."""
     target = grpc_target(listen)
@@ -288,7 +272,7 @@ def serve(
         threads.append(threading.Thread(target=http.serve_forever, name="fm-http", daemon=True))
     for t in threads:
         t.start()
-    daemon = Daemon(controller, server, target, http, http_port, stop, threads, wake)
+    daemon = ControllerDaemon(controller, server, target, http, http_port, stop, threads, wake)
     log.info(
         "fm-controller serving",
         extra={"listen": target, "http_port": http_port, "board": controller.board},
@@ -328,13 +312,13 @@ def _http_server(listen: str, controller: FabricController) -> tuple[ThreadingHT
         }
 
     def text() -> bytes | None:
-        return generate_latest(metrics.registry) if isinstance(metrics, Metrics) else None
+        return generate_latest(metrics.registry) if isinstance(metrics, ControllerMetrics) else None
 
     http = health_server(listen, health=health, metrics=text)
     return http, http.server_address[1]
 
 
-def run_until_signalled(daemon: Daemon) -> None:
+def run_until_signalled(daemon: ControllerDaemon) -> None:
     """Block until SIGTERM or SIGINT, then stop cleanly."""
 
     def handler(signum: int, frame: Any) -> None:

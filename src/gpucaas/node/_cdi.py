@@ -36,8 +36,8 @@ from typing import Any, Final, Literal
 
 import yaml
 
+from gpucaas._files import write_atomically
 from gpucaas.errors import InvalidRequest
-from gpucaas.fabric import write_atomically
 
 __all__ = [
     "CDI_SPEC_DIR",

@@ -36,8 +36,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from gpucaas._files import write_atomically
 from gpucaas.errors import InvalidRequest, Unavailable
-from gpucaas.fabric import write_atomically
 from gpucaas.node._errors import InvalidBDF
 from gpucaas.node._types import parse_bdf
 from gpucaas.topology import ModuleId

@@ -139,7 +139,6 @@ class BoardModel:
             if small < p.size
         )
         setattr_(self, "nested", nested)
-        rank = {s: r for r, s in enumerate(sizes)}
         best: dict[int, list[int]] = {}
         damage: dict[int, list[int]] = {}
         for size in sizes:
@@ -152,14 +151,7 @@ class BoardModel:
                 for i in of_size:
                     if not before >> i & 1:
                         continue
-                    lost = before & ~free[blocked | masks[i]] & ~(1 << i)
-                    d = 0
-                    j = 0
-                    while lost:
-                        if lost & 1 and parts[j].size >= size:
-                            d += _DAMAGE_BASE ** rank[parts[j].size]
-                        lost >>= 1
-                        j += 1
+                    d = self._cost(i, blocked)
                     if choice == NO_PARTITION or d < choice_damage:
                         choice, choice_damage = i, d
                 best_row[blocked] = choice
@@ -236,17 +228,49 @@ class BoardModel:
         """Bitset over partition indices of the partitions free given ``blocked`` GPUs."""
         return self._free[blocked]
 
-    def best_partition(self, size: int, blocked: GpuMask) -> Partition | None:
+    def best_partition(
+        self, size: int, blocked: GpuMask, *, must_include: GpuMask = 0
+    ) -> Partition | None:
         """The free partition of exactly ``size`` GPUs that destroys the fewest larger ones.
 
         Buddy best-fit: it fills a half-used block before it breaks a whole one. Larger
         partitions weigh more than any number of smaller ones; ties go to the lowest id.
+        With ``must_include``, only partitions holding all those GPUs count (the kubelet's
+        must-include devices); the ranking is the same. This is the one board-level choice:
+        placement and the node agent both call it.
         """
         row = self._best.get(size)
         if row is None:
             return None
         index = row[blocked]
-        return None if index == NO_PARTITION else self.partitions[index]
+        if index == NO_PARTITION:
+            return None
+        if must_include & ~self.partitions[index].mask == 0:
+            return self.partitions[index]
+        free = self._free[blocked]
+        candidates = [
+            i
+            for i, p in enumerate(self.partitions)
+            if p.size == size and free >> i & 1 and must_include & ~p.mask == 0
+        ]
+        if not candidates:
+            return None
+        return self.partitions[min(candidates, key=lambda i: (self._cost(i, blocked), i))]
+
+    def _cost(self, index: int, blocked: GpuMask) -> int:
+        """What taking partition ``index`` destroys: free partitions at least its size
+        (itself excluded), one of a larger size outweighing all smaller ones."""
+        size = self.partitions[index].size
+        lost = self._free[blocked] & ~self._free[blocked | self.partitions[index].mask]
+        lost &= ~(1 << index)
+        d = 0
+        j = 0
+        while lost:
+            if lost & 1 and self.partitions[j].size >= size:
+                d += _DAMAGE_BASE ** self.sizes.index(self.partitions[j].size)
+            lost >>= 1
+            j += 1
+        return d
 
     def damage(self, size: int, blocked: GpuMask) -> int:
         """How much taking :meth:`best_partition` costs: free partitions of size ≥ ``size``
