@@ -1,4 +1,4 @@
-"""Errors of the node package.
+"""Errors of discovery.
 
 Discovery reports what it finds wrong on a host as warnings, never as exceptions: a node
 agent that refuses to start because one GPU is misconfigured helps nobody. Only input that

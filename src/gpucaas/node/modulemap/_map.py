@@ -1,63 +1,22 @@
-"""The per-node map from GPU module ID to PCI address, captured from ``nvidia-smi -q -x``.
-
-Fabric Manager partitions name GPUs by *module ID* (1-8, set by the HGX baseboard's
-strapping), and module IDs do not follow PCI order: on a typical HGX H100 the GPU on bus 0x18
-is module 2 and the one on bus 0x3a is module 1. The node agent therefore needs, per node, the
-map module ID -> BDF (and UUID). Only the NVIDIA driver knows it, so the map is captured once
-while the driver is still bound, stored (:func:`save`), and read back (:func:`load`) after the
-GPUs have moved to vfio-pci, where ``nvidia-smi`` cannot see them. Module IDs are never
-inferred from PCI order.
-
-Where nvidia-smi puts the module ID (both layouts are accepted)::
-
-    driver <= R555   <gpu><gpu_module_id>N</gpu_module_id>
-    driver >= R565   <gpu><platformInfo>...<module_id>N</module_id>...</platformInfo>
-
-Errors::
-
-    InvalidRequest
-    └── ModuleMapError            bad XML, a GPU with no/duplicate/out-of-range module ID,
-        │                         a corrupt or foreign map file, an invalid map to save
-        └── ModuleMapMissing      no map file yet; says how to capture one
-    Unavailable
-    └── NvidiaSmiUnavailable      nvidia-smi is missing, failed or timed out
+"""The map itself (:class:`ModuleMap`, one :class:`ModuleEntry` per GPU), its checks against
+the GPUs discovered on this node (:func:`validate`), and its file: written atomically by
+:func:`save`, read back by :func:`load` after the GPUs have moved to vfio-pci.
 """
 
 from __future__ import annotations
 
 import collections
-import datetime as _dt
 import json
-import re
-import subprocess
-import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from gpucaas._files import write_atomically
-from gpucaas.errors import InvalidRequest, Unavailable
-from gpucaas.node._errors import InvalidBDF
-from gpucaas.node._types import parse_bdf
+from gpucaas.node.discovery import InvalidBDF, parse_bdf
 from gpucaas.topology import ModuleId
 
-__all__ = [
-    "DEFAULT_MAP_PATH",
-    "MAP_DOCUMENT_KIND",
-    "MAP_DOCUMENT_VERSION",
-    "ModuleEntry",
-    "ModuleMap",
-    "ModuleMapError",
-    "ModuleMapMissing",
-    "NvidiaSmiUnavailable",
-    "capture",
-    "load",
-    "normalize_bdf",
-    "parse_nvidia_smi_xml",
-    "save",
-    "validate",
-]
+from ._errors import ModuleMapError, ModuleMapMissing
 
 DEFAULT_MAP_PATH = Path("/var/lib/gpucaas/module-map.json")
 """Where the node agent keeps the map; it survives reboots and driver rebinding."""
@@ -66,53 +25,13 @@ MAP_DOCUMENT_KIND = "gpucaas.node/module-map"
 MAP_DOCUMENT_VERSION = 1
 
 DEFAULT_GPU_COUNT = 8
-NVIDIA_SMI_TIMEOUT_S = 60.0
+
 
 _HOW_TO_CAPTURE = (
     "run `gpucaas node capture-map` on this node while the NVIDIA driver is still bound "
     "(before the GPUs move to vfio-pci), or `gpucaas node capture-map --from FILE` with the "
     "output of `nvidia-smi -q -x` saved from this node"
 )
-_NOT_REPORTED = {"", "N/A", "0"}
-_BDF_RE = re.compile(
-    r"^(?:(?P<domain>[0-9a-fA-F]{1,8}):)?(?P<bus>[0-9a-fA-F]{2}):(?P<dev>[0-9a-fA-F]{2})"
-    r"\.(?P<fn>[0-7])$"
-)
-
-
-class ModuleMapError(InvalidRequest):
-    """The module map, or the nvidia-smi XML it is built from, is wrong; says what to do."""
-
-    def __init__(self, what: str, value: object, todo: str, *, source: str | None = None):
-        super().__init__(what, value, todo, source)
-        self.what = what
-        self.value = value
-        self.todo = todo
-        self.source = source
-
-    def __str__(self) -> str:
-        where = f"{self.source}: " if self.source else ""
-        return f"{where}{self.what}: {self.value}; {self.todo}"
-
-
-class ModuleMapMissing(ModuleMapError):
-    """No module map has been stored on this node yet."""
-
-
-class NvidiaSmiUnavailable(Unavailable):
-    """``nvidia-smi -q -x`` could not be run, failed, or timed out."""
-
-    def __init__(self, command: Sequence[str], reason: str):
-        super().__init__(command, reason)
-        self.command = tuple(command)
-        self.reason = reason
-
-    def __str__(self) -> str:
-        return (
-            f"cannot read module IDs from `{' '.join(self.command)}`: {self.reason}; run it on "
-            "the node while the NVIDIA driver is bound to the GPUs, or pass --from FILE with "
-            "`nvidia-smi -q -x` output saved while it was"
-        )
 
 
 @dataclass(frozen=True)
@@ -315,184 +234,6 @@ def _ids_text(ids: Iterable[int]) -> str:
     return ",".join(str(i) for i in sorted(ids))
 
 
-def _now() -> str:
-    return _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
-
-
-def _text(el: ET.Element | None) -> str | None:
-    if el is None or el.text is None:
-        return None
-    value = el.text.strip()
-    return value or None
-
-
-def _module_id_text(gpu: ET.Element) -> str | None:
-    """The module ID as nvidia-smi printed it, from either layout, or None."""
-    for path in ("platformInfo/module_id", "gpu_module_id", "module_id"):
-        value = _text(gpu.find(path))
-        if value is not None:
-            return value
-    return None
-
-
-def parse_nvidia_smi_xml(
-    xml: str | Path, *, gpu_count: int = DEFAULT_GPU_COUNT, source: str | None = None
-) -> ModuleMap:
-    """Build the map from ``nvidia-smi -q -x`` output: a ``str`` is the XML, a ``Path`` a file.
-
-    BDFs are normalised to the sysfs form. Raises :class:`ModuleMapError` for XML that does
-    not parse, a GPU with no module ID (old driver, or not an HGX baseboard), a module ID
-    outside 1..``gpu_count``, and duplicate module IDs, BDFs or UUIDs.
-    """
-    if isinstance(xml, Path):
-        source = source or f"file:{xml}"
-        try:
-            text = xml.read_text(encoding="utf-8")
-        except FileNotFoundError:
-            raise ModuleMapError(
-                "nvidia-smi XML file not found",
-                str(xml),
-                "pass the path of a file holding `nvidia-smi -q -x` output from this node",
-                source=source,
-            ) from None
-        except (OSError, UnicodeDecodeError) as exc:
-            raise ModuleMapError(
-                "cannot read nvidia-smi XML file",
-                f"{xml} ({exc})",
-                "pass a readable file holding `nvidia-smi -q -x` output",
-                source=source,
-            ) from exc
-    else:
-        text = xml
-        source = source or "nvidia-smi XML"
-    return _parse(text, gpu_count=gpu_count, source=source)
-
-
-def _parse(text: str, *, gpu_count: int, source: str) -> ModuleMap:
-    def bad(what: str, value: object, todo: str) -> ModuleMapError:
-        return ModuleMapError(what, value, todo, source=source)
-
-    try:
-        root = ET.fromstring(text)
-    except ET.ParseError as exc:
-        line, col = exc.position
-        reason = str(exc).split(":")[0]
-        raise bad(
-            "does not parse as XML",
-            f"line {line}, column {col}: {reason}",
-            "pass the complete, unmodified output of `nvidia-smi -q -x`",
-        ) from exc
-    if root.tag != "nvidia_smi_log":
-        raise bad(
-            "not nvidia-smi XML (root element is not <nvidia_smi_log>)",
-            f"<{root.tag}>",
-            "pass the output of `nvidia-smi -q -x` (not -q alone, not CSV)",
-        )
-    driver = _text(root.find("driver_version"))
-    gpus = root.findall("gpu")
-    if not gpus:
-        raise bad(
-            "nvidia-smi reports no GPUs",
-            f"attached_gpus={_text(root.find('attached_gpus')) or 'N/A'}",
-            "capture while the NVIDIA driver is bound to the GPUs (`nvidia-smi -L` lists them)",
-        )
-
-    entries: list[ModuleEntry] = []
-    for gpu in gpus:
-        raw_bdf = _text(gpu.find("pci/pci_bus_id")) or gpu.get("id")
-        if raw_bdf is None:
-            raise bad(
-                "a <gpu> has no PCI address (no <pci><pci_bus_id> and no id attribute)",
-                _text(gpu.find("uuid")) or "unknown GPU",
-                "pass the complete, unmodified output of `nvidia-smi -q -x`",
-            )
-        try:
-            bdf = normalize_bdf(raw_bdf)
-        except ModuleMapError:
-            raise bad(
-                "a GPU's PCI address is not DOMAIN:BUS:DEVICE.FUNCTION",
-                repr(raw_bdf),
-                "pass the complete, unmodified output of `nvidia-smi -q -x`",
-            ) from None
-        product = _text(gpu.find("product_name"))
-        name = f"GPU {bdf}" + (f" ({product})" if product else "")
-        uuid = _text(gpu.find("uuid"))
-        if uuid is None:
-            raise bad(
-                f"{name} has no <uuid>",
-                "missing",
-                "pass the complete, unmodified output of `nvidia-smi -q -x`",
-            )
-        raw_id = _module_id_text(gpu)
-        if raw_id is None or raw_id in _NOT_REPORTED:
-            raise bad(
-                f"{name} reports no module ID (no <platformInfo><module_id> or "
-                "<gpu_module_id>, or N/A)",
-                f"driver {driver or 'unknown'}, module ID {raw_id or 'absent'}",
-                "this NVIDIA driver is too old to report module IDs, or this is not an HGX "
-                "baseboard; capture again with a current data-centre driver bound (R550 and "
-                "later are known to report them). Module IDs are never guessed from PCI order",
-            )
-        try:
-            module_id = int(raw_id)
-        except ValueError:
-            raise bad(
-                f"{name} has a module ID that is not a number",
-                repr(raw_id),
-                "pass the complete, unmodified output of `nvidia-smi -q -x`",
-            ) from None
-        if not 1 <= module_id <= gpu_count:
-            raise bad(
-                f"{name} has a module ID outside 1..{gpu_count}",
-                module_id,
-                f"an HGX baseboard with {gpu_count} GPUs numbers its modules 1..{gpu_count}; "
-                "check the board's GPU count, or capture again from this node",
-            )
-        entries.append(
-            ModuleEntry(
-                module_id=ModuleId(module_id),
-                bdf=bdf,
-                uuid=uuid,
-                serial=_text(gpu.find("serial")),
-                product=product,
-            )
-        )
-
-    dup_ids = _duplicates((e.module_id, e.bdf) for e in entries)
-    if dup_ids:
-        if len({e.module_id for e in entries}) == 1 and len(entries) > 1:
-            todo = (
-                f"every GPU reports module ID {entries[0].module_id}, as PCIe (non-HGX) GPUs "
-                "do; partitions need an HGX baseboard with distinct module IDs"
-            )
-        else:
-            todo = "the XML is inconsistent (edited, or merged from two nodes?); capture it again"
-        raise bad("duplicate module IDs", _dups_text(dup_ids, "module"), todo)
-    dup_bdfs = _duplicates((e.bdf, e.uuid) for e in entries)
-    if dup_bdfs:
-        raise bad(
-            "the same PCI address appears more than once",
-            _dups_text(dup_bdfs, "BDF"),
-            "the XML is inconsistent (edited, or merged from two captures?); capture it again",
-        )
-    dup_uuids = _duplicates((e.uuid, e.bdf) for e in entries)
-    if dup_uuids:
-        raise bad(
-            "the same GPU UUID appears more than once",
-            _dups_text(dup_uuids, "UUID"),
-            "the XML is inconsistent (edited, or merged from two captures?); capture it again",
-        )
-
-    products = {e.product for e in entries}
-    return ModuleMap(
-        entries=tuple(entries),
-        source=source,
-        captured_at=_now(),
-        board_model=products.pop() if len(products) == 1 else None,
-        driver_version=driver,
-    )
-
-
 def _duplicates(pairs: Iterable[tuple[Any, str]]) -> dict[Any, list[str]]:
     seen: dict[Any, list[str]] = collections.defaultdict(list)
     for key, where in pairs:
@@ -502,41 +243,6 @@ def _duplicates(pairs: Iterable[tuple[Any, str]]) -> dict[Any, list[str]]:
 
 def _dups_text(dups: Mapping[Any, list[str]], label: str) -> str:
     return "; ".join(f"{label} {k} on {', '.join(v)}" for k, v in sorted(dups.items()))
-
-
-def capture(
-    *,
-    xml: Path | None = None,
-    nvidia_smi: str = "nvidia-smi",
-    gpu_count: int = DEFAULT_GPU_COUNT,
-    timeout_s: float = NVIDIA_SMI_TIMEOUT_S,
-) -> ModuleMap:
-    """Build the map by running ``nvidia-smi -q -x``, or from a saved file (``xml``).
-
-    Raises :class:`NvidiaSmiUnavailable` when nvidia-smi is missing, exits non-zero or times
-    out, and :class:`ModuleMapError` when its output is unusable (see
-    :func:`parse_nvidia_smi_xml`).
-    """
-    if xml is not None:
-        return parse_nvidia_smi_xml(xml, gpu_count=gpu_count)
-    command = (nvidia_smi, "-q", "-x")
-    try:
-        done = subprocess.run(
-            command, capture_output=True, text=True, timeout=timeout_s, check=False
-        )
-    except FileNotFoundError:
-        raise NvidiaSmiUnavailable(command, f"{nvidia_smi} not found") from None
-    except PermissionError as exc:
-        raise NvidiaSmiUnavailable(command, f"{nvidia_smi} cannot be run ({exc})") from exc
-    except subprocess.TimeoutExpired as exc:
-        raise NvidiaSmiUnavailable(command, f"no answer in {timeout_s:g} s") from exc
-    except OSError as exc:
-        raise NvidiaSmiUnavailable(command, str(exc)) from exc
-    if done.returncode != 0:
-        said = (done.stderr.strip() or done.stdout.strip()).splitlines()
-        detail = f": {said[0]}" if said else ""
-        raise NvidiaSmiUnavailable(command, f"exit status {done.returncode}{detail}")
-    return _parse(done.stdout, gpu_count=gpu_count, source=" ".join(command))
 
 
 def validate(
