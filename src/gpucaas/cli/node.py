@@ -1,8 +1,9 @@
 """``gpucaas node``: what the node agent sees on this host, and how it prepares it.
 
-Each command calls one ``gpucaas.node`` function and renders its result. Discovery
-problems are warnings, printed after the table; they never change the exit status, so
-scripts can run ``inspect`` on a half-configured host. Only a missing sysfs tree exits 2.
+Each command calls one function of a ``gpucaas.node`` part (or ``gpucaas.cdi``) and renders
+its result. Discovery problems are warnings, printed after the table; they never change the
+exit status, so scripts can run ``inspect`` on a half-configured host. Only a missing sysfs
+tree exits 2.
 """
 
 from __future__ import annotations
@@ -12,21 +13,14 @@ from typing import Annotated
 
 import typer
 
-from gpucaas.node import (
-    CDI_SPEC_DIR,
-    DEFAULT_MAP_PATH,
+from gpucaas import cdi
+from gpucaas.node import gpu_cdi_spec, kubelet_gpus, modulemap
+from gpucaas.node.discovery import (
     SYSFS_ROOT,
     Discovery,
     DiscoveryWarning,
     NvidiaDevice,
-    capture_module_map,
     discover,
-    gpu_cdi_spec,
-    kubelet_gpus,
-    load_module_map,
-    save_module_map,
-    validate_cdi_spec,
-    write_spec,
 )
 
 from . import node_boot, node_plugin, node_runtime, node_vfio
@@ -145,7 +139,7 @@ def capture_map(
         Path | None,
         typer.Option("--from", help="Read `nvidia-smi -q -x` output from this file instead."),
     ] = None,
-    map_path: MapOption = DEFAULT_MAP_PATH,
+    map_path: MapOption = modulemap.DEFAULT_MAP_PATH,
     sysfs: SysfsOption = SYSFS_ROOT,
     json_: JsonOption = False,
 ) -> None:
@@ -158,9 +152,9 @@ def capture_map(
     Example: gpucaas node capture-map --from nvidia-smi-q.xml
     """
     with user_errors():
-        module_map = capture_module_map(xml=from_)
+        module_map = modulemap.capture(xml=from_)
         gpus = kubelet_gpus(discover(sysfs), module_map)
-        save_module_map(module_map, map_path)
+        modulemap.save(module_map, map_path)
     if json_:
         print_json({"map": str(map_path), **module_map.to_dict()})
         return
@@ -192,11 +186,11 @@ def cdi_generate(
     ] = False,
     spec_dir: Annotated[
         Path, typer.Option("--dir", help="Where to write the spec.")
-    ] = CDI_SPEC_DIR,
+    ] = cdi.CDI_SPEC_DIR,
     stdout: Annotated[
         bool, typer.Option("--stdout", help="Print the spec instead of writing it.")
     ] = False,
-    map_path: MapOption = DEFAULT_MAP_PATH,
+    map_path: MapOption = modulemap.DEFAULT_MAP_PATH,
     sysfs: SysfsOption = SYSFS_ROOT,
 ) -> None:
     """Write the CDI spec that maps each kubelet device ID to its /dev/vfio node(s).
@@ -206,12 +200,12 @@ def cdi_generate(
     Example: gpucaas node cdi generate --dir /var/run/cdi
     """
     with user_errors():
-        gpus = kubelet_gpus(discover(sysfs), load_module_map(map_path))
+        gpus = kubelet_gpus(discover(sysfs), modulemap.load(map_path))
         spec = gpu_cdi_spec(gpus, kind=resource, iommufd=iommufd)
         if stdout:
             typer.echo(spec.to_json())
             return
-        path = write_spec(spec, spec_dir)
+        path = cdi.write_spec(spec, spec_dir)
     typer.echo(f"wrote {path} (cdiVersion {spec.version}, {len(spec.devices)} devices)")
 
 
@@ -229,7 +223,7 @@ def cdi_validate(
     Example: gpucaas node cdi validate /var/run/cdi/nvidia.com-gpu.json --dir /var/run/cdi
     """
     with user_errors():
-        violations = validate_cdi_spec(spec, spec_dir=spec_dir)
+        violations = cdi.validate(spec, spec_dir=spec_dir)
     errors = [v for v in violations if v.is_error]
     if json_:
         print_json(

@@ -1,8 +1,9 @@
 """``gpucaas node device-plugin``: run the partition-aware kubelet device plugin.
 
-Wiring: discover the GPUs, join them with the module-ID map, connect to the fm-controller,
-start :class:`DevicePlugin` with the node's health checks (:class:`NodeHealth`) and its
-``/healthz`` + ``/metrics`` endpoint, and run until SIGTERM or SIGINT.
+Wiring only, as NVIDIA's k8s-device-plugin ``cmd/``: discover the GPUs, join them with the
+module-ID map, connect to the fm-controller, start :class:`DevicePlugin` with the node's
+health source (:class:`NodeHealth`) and its ``/healthz`` + ``/metrics`` endpoint, and run
+until SIGTERM or SIGINT.
 """
 
 from __future__ import annotations
@@ -11,132 +12,17 @@ import logging
 import signal
 import sys
 import threading
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
-from gpucaas.node import (
-    DEFAULT_MAP_PATH,
-    SYSFS_ROOT,
-    Discovery,
-    KubeletGpu,
-    discover,
-    is_vfio_driver,
-    kubelet_gpus,
-    load_module_map,
-)
+from gpucaas.node import kubelet_gpus, modulemap
+from gpucaas.node.discovery import SYSFS_ROOT, discover
 
 from ._common import user_errors
 
-NVIDIA_VENDOR = 0x10DE
-CONFIG_HEADER_BYTES = 64
-
 log = logging.getLogger("gpucaas.device-plugin")
-
-
-class StillOnVfio:
-    """Health check: the GPU is still bound to vfio-pci in a fresh discovery of ``sysfs``.
-
-    One discovery serves every GPU of a health pass (it is reused for ``max_age_s``).
-    """
-
-    def __init__(self, sysfs: Path, max_age_s: float = 0.25) -> None:
-        self.sysfs = sysfs
-        self.max_age_s = max_age_s
-        self._discovery: Discovery | None = None
-        self._at = 0.0
-
-    def __call__(self, gpu: KubeletGpu) -> bool:
-        now = time.monotonic()
-        if self._discovery is None or now - self._at > self.max_age_s:
-            self._discovery, self._at = discover(self.sysfs), now
-        device = self._discovery.get(gpu.bdf)
-        return device is not None and is_vfio_driver(device.driver)
-
-
-def bus_id_key(bus_id: str) -> str:
-    """A PCI bus id in one form, ``dddd:bb:dd.f`` lower case: Fabric Manager writes
-    ``00000000:9A:00.0``, sysfs ``0000:9a:00.0``."""
-    parts = bus_id.strip().lower().split(":")
-    try:
-        domain = int(parts[-3], 16) if len(parts) >= 3 else 0
-        bus = int(parts[-2], 16)
-    except (IndexError, ValueError):
-        return bus_id.strip().lower()
-    return f"{domain:04x}:{bus:02x}:{parts[-1]}"
-
-
-class FabricFailures:
-    """The PCI bus ids of GPUs the fabric reports failed (``failed_devices()``), fetched at
-    most every ``max_age_s``. A fabric that does not answer reports nothing (the last answer
-    is kept): an fm-controller outage is no GPU fault."""
-
-    def __init__(self, fabric: Any, max_age_s: float = 0.25) -> None:
-        self.fabric = fabric
-        self.max_age_s = max_age_s
-        self._failed: frozenset[str] = frozenset()
-        self._at: float | None = None
-
-    def __call__(self) -> frozenset[str]:
-        now = time.monotonic()
-        if self._at is None or now - self._at > self.max_age_s:
-            self._at = now
-            try:
-                failed = self.fabric.failed_devices()
-            except Exception as exc:  # noqa: BLE001 - unknown is not failed
-                log.warning("cannot ask the fabric for failed devices", extra={"error": str(exc)})
-            else:
-                self._failed = frozenset(bus_id_key(d.pci_bus_id) for d in failed.gpus)
-        return self._failed
-
-
-class NodeHealth:
-    """Health of a GPU: still bound to vfio-pci, its VFIO group node
-    ``<dev_root>/vfio/<group>`` present, its PCI config space readable with NVIDIA's vendor
-    id (a GPU that fell off the bus reads 0xffff), and not reported failed by the fabric.
-
-    Each check is evaluated afresh on every pass, so a GPU that recovers is healthy again.
-    """
-
-    def __init__(
-        self,
-        sysfs: Path,
-        dev_root: Path = Path("/dev"),
-        failed: Callable[[], frozenset[str]] | None = None,
-    ) -> None:
-        self.sysfs = Path(sysfs)
-        self.dev_root = Path(dev_root)
-        self.vfio = StillOnVfio(self.sysfs)
-        self.failed = failed
-
-    def problem(self, gpu: KubeletGpu) -> str | None:
-        """Why ``gpu`` is unhealthy, or None."""
-        if not self.vfio(gpu):
-            return "not bound to vfio-pci"
-        if gpu.iommu_group is None:
-            return "no IOMMU group"
-        if not (self.dev_root / "vfio" / str(gpu.iommu_group)).exists():
-            return f"no device node {self.dev_root / 'vfio' / str(gpu.iommu_group)}"
-        config = self.sysfs / "bus" / "pci" / "devices" / str(gpu.bdf) / "config"
-        try:
-            with open(config, "rb") as f:
-                header = f.read(CONFIG_HEADER_BYTES)
-        except OSError as exc:
-            return f"config space unreadable: {exc.strerror}"
-        if len(header) < CONFIG_HEADER_BYTES:
-            return f"config space short: {len(header)} bytes"
-        vendor = int.from_bytes(header[:2], "little")
-        if vendor != NVIDIA_VENDOR:
-            return f"config space reads vendor 0x{vendor:04x}"
-        if self.failed is not None and bus_id_key(str(gpu.bdf)) in self.failed():
-            return "reported failed by the fabric"
-        return None
-
-    def __call__(self, gpu: KubeletGpu) -> bool:
-        return self.problem(gpu) is None
 
 
 def device_plugin(
@@ -167,7 +53,7 @@ def device_plugin(
         typer.Option(
             "--module-map", envvar="GPUCAAS_MODULE_MAP", help="The module-ID map of this node."
         ),
-    ] = DEFAULT_MAP_PATH,
+    ] = modulemap.DEFAULT_MAP_PATH,
     health_interval: Annotated[
         float, typer.Option(help="Seconds between health, pod and kubelet checks.")
     ] = 0.5,
@@ -205,7 +91,8 @@ def device_plugin(
     """
     from gpucaas._jsonlog import JsonFormatter
     from gpucaas.fabric import RemoteFabric
-    from gpucaas.node import DevicePlugin, HttpEndpoint, NodeAnnotationReporter
+    from gpucaas.node.deviceplugin import DevicePlugin, HttpEndpoint
+    from gpucaas.node.health import FabricFailures, NodeAnnotationReporter, NodeHealth
     from gpucaas.topology import get_model
 
     handler = logging.StreamHandler(sys.stderr)
@@ -223,7 +110,7 @@ def device_plugin(
     signal.signal(signal.SIGINT, on_signal)
     with user_errors():
         model = get_model(board)
-        gpus = kubelet_gpus(discover(sysfs), load_module_map(map_path))
+        gpus = kubelet_gpus(discover(sysfs), modulemap.load(map_path))
         reporter = NodeAnnotationReporter(node_name, kubeconfig) if node_name else None
         if reporter is None:
             log.info("not publishing unhealthy GPUs: no --node-name (NODE_NAME)")

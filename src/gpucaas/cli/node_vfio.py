@@ -1,8 +1,8 @@
 """``gpucaas node vfio``: move GPUs (and NVSwitches) to vfio-pci, give them back, or check.
 
-Each command reads the host, plans with :func:`gpucaas.node.plan_vfio` (pure) and applies the
+Each command reads the host, plans with :func:`gpucaas.node.vfio.plan` (pure) and applies the
 plan through a kernel seam: the real sysfs writes, or, with the hidden ``--simulate-kernel``
-option (for fixture trees and tests), :class:`gpucaas.node.FixtureKernel`, which performs the
+option (for fixture trees and tests), :class:`gpucaas.node.vfio.FixtureKernel`, which performs the
 same writes and then changes the tree as the kernel would. A refused move (a device in use, a
 host device in a GPU's IOMMU group) is one line on stderr and exit status 2, with nothing
 written.
@@ -15,8 +15,9 @@ from typing import Annotated
 
 import typer
 
-from gpucaas.node import (
-    SYSFS_ROOT,
+from gpucaas.node import vfio
+from gpucaas.node.discovery import SYSFS_ROOT
+from gpucaas.node.vfio import (
     FixtureKernel,
     LinuxSysfs,
     SysfsKernel,
@@ -26,9 +27,6 @@ from gpucaas.node import (
     VfioStatus,
     read_host,
 )
-from gpucaas.node import apply_vfio as apply
-from gpucaas.node import plan_vfio as plan
-from gpucaas.node import vfio_status as status
 
 from ._common import JsonOption, print_json, table, user_errors
 
@@ -211,10 +209,10 @@ def _move(
     json_: bool,
 ) -> None:
     with user_errors():
-        the_plan = plan(
+        the_plan = vfio.plan(
             read_host(sysfs), action, include_nvswitches=include_nvswitches, devices=devices or ()
         )
-        result = None if dry_run else apply(the_plan, _kernel(sysfs, simulate))
+        result = None if dry_run else vfio.apply(the_plan, _kernel(sysfs, simulate))
     if json_:
         print_json(plan_json(the_plan) if result is None else result_json(result))
     elif result is None:
@@ -275,7 +273,7 @@ def status_cmd(sysfs: SysfsOption = SYSFS_ROOT, json_: JsonOption = False) -> No
     Example: gpucaas node vfio status --json
     """
     with user_errors():
-        result = status(read_host(sysfs))
+        result = vfio.status(read_host(sysfs))
     if json_:
         print_json(status_json(result))
         return

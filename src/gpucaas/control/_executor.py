@@ -40,8 +40,8 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from gpucaas._files import write_atomically
+from gpucaas.cdi import CdiError, qualified_name
 from gpucaas.errors import Conflict, InvalidRequest, Unavailable
-from gpucaas.node import CdiError, qualified_name
 
 from . import _shim
 from ._shim import (

@@ -55,7 +55,7 @@ from lightkube.resources.core_v1 import Namespace, Node, Pod, ResourceQuota, Ser
 from lightkube.resources.networking_v1 import NetworkPolicy
 
 from gpucaas.errors import Conflict, InvalidRequest, Unavailable
-from gpucaas.node import parse_unhealthy_annotation
+from gpucaas.node.health import parse_unhealthy_annotation
 from gpucaas.runtime import vm_memory_for
 
 from ._api import BoardInfo, Phase, TenantSpec, Workload, WorkloadStatus

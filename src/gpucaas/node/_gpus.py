@@ -9,12 +9,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from gpucaas.cdi import CdiSpec, build_gpu_spec
 from gpucaas.topology import ModuleId
 
-from ._cdi import CdiSpec, build_gpu_spec
-from ._modulemap import ModuleMap, ModuleMapError
-from ._modulemap import validate as validate_map
-from ._types import BDF, Discovery
+from . import modulemap
+from .discovery import BDF, Discovery
+from .modulemap import ModuleMap, ModuleMapError
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,7 +34,7 @@ class KubeletGpu:
 def kubelet_gpus(discovery: Discovery, module_map: ModuleMap) -> tuple[KubeletGpu, ...]:
     """Join the map with discovery. Raises :class:`ModuleMapError` listing every mismatch
     (a GPU missing, an extra one, a BDF that moved) and how to recapture the map."""
-    problems = validate_map(module_map, [g.bdf for g in discovery.gpus])
+    problems = modulemap.validate(module_map, [g.bdf for g in discovery.gpus])
     if problems:
         raise ModuleMapError(
             "the module-ID map does not match this node's GPUs",
@@ -45,7 +45,7 @@ def kubelet_gpus(discovery: Discovery, module_map: ModuleMap) -> tuple[KubeletGp
     gpus = []
     for index, entry in enumerate(sorted(module_map.entries, key=lambda e: e.module_id)):
         device = discovery.get(entry.bdf)
-        assert device is not None  # validate_map checked the BDF sets are equal
+        assert device is not None  # modulemap.validate checked the BDF sets are equal
         gpus.append(
             KubeletGpu(
                 device_id=str(index),
