@@ -36,9 +36,10 @@ from typing import Any
 import grpc
 
 from gpucaas.fabric import SimulatedFabric
-from gpucaas.node import discover, kubelet_gpus, parse_nvidia_smi_xml
-from gpucaas.node._gpus import KubeletGpu
-from gpucaas.node._plugin import DevicePlugin
+from gpucaas.node import KubeletGpu, kubelet_gpus
+from gpucaas.node.deviceplugin import DevicePlugin
+from gpucaas.node.discovery import discover
+from gpucaas.node.modulemap import parse_nvidia_smi_xml
 from gpucaas.node.proto import deviceplugin_v1beta1_pb2 as dp
 from gpucaas.node.proto import deviceplugin_v1beta1_pb2_grpc as dp_grpc
 from gpucaas.topology import get_model

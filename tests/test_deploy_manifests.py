@@ -21,7 +21,7 @@ import typer
 import yaml
 
 from gpucaas.cli import app as gpucaas_app
-from gpucaas.node import UNHEALTHY_ANNOTATION
+from gpucaas.node.health import UNHEALTHY_ANNOTATION
 from gpucaas.runtime import runtime_class as runtime_class_from_code
 
 DEPLOY = Path(__file__).resolve().parents[1] / "deploy"

@@ -12,11 +12,17 @@ import pytest
 from gpucaas.errors import GpucaasError
 
 PUBLIC_MODULES = [
+    "gpucaas.cdi",
     "gpucaas.client",
     "gpucaas.control",
     "gpucaas.errors",
     "gpucaas.fabric",
     "gpucaas.node",
+    "gpucaas.node.deviceplugin",
+    "gpucaas.node.discovery",
+    "gpucaas.node.health",
+    "gpucaas.node.modulemap",
+    "gpucaas.node.vfio",
     "gpucaas.placement",
     "gpucaas.runtime",
     "gpucaas.sim",

@@ -38,7 +38,9 @@ from lightkube.models.meta_v1 import ObjectMeta
 from lightkube.resources.core_v1 import Node, Pod, ServiceAccount
 
 from gpucaas.fabric import RemoteFabric
-from gpucaas.node import KubeletGpu, discover, kubelet_gpus, parse_nvidia_smi_xml, save_module_map
+from gpucaas.node import KubeletGpu, kubelet_gpus, modulemap
+from gpucaas.node.discovery import discover
+from gpucaas.node.modulemap import parse_nvidia_smi_xml
 from gpucaas.node.proto import podresources_v1_pb2 as pr
 from gpucaas.node.proto import podresources_v1_pb2_grpc as pr_grpc
 from live_plane import free_port
@@ -286,7 +288,7 @@ def real_node(*, runtime_config: bool = True) -> Iterator[RealNode]:
         sysfs = node_test_module("sysfs_fixture").make_hgx_h100_tree(workdir / "sys")
         module_map = parse_nvidia_smi_xml(SMI_XML)
         map_path = workdir / "module-map.json"
-        save_module_map(module_map, map_path)
+        modulemap.save(module_map, map_path)
         gpus = kubelet_gpus(discover(sysfs), module_map)
         node = RealNode(
             workdir=workdir,

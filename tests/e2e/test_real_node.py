@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from kube_helpers import delete_if_exists, wait_for
 from real_node import GPU, RealNode, agent_client
 
-from gpucaas.node import parse_unhealthy_annotation, unhealthy_annotation_patch
+from gpucaas.node.health import parse_unhealthy_annotation, unhealthy_annotation_patch
 from gpucaas.runtime import RUNTIME_CLASS_NAME, runtime_class
 from gpucaas.topology import get_model
 from live_plane import FINAL, Live, live_plane, wait_state

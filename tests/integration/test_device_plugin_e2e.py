@@ -25,10 +25,13 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from gpucaas.cli.node_plugin import StillOnVfio, device_plugin
+from gpucaas.cli.node_plugin import device_plugin
 from gpucaas.fabric import FabricController, RemoteFabric, SimulatedFabric, serve_controller
-from gpucaas.node import discover, kubelet_gpus, parse_nvidia_smi_xml, save_module_map
-from gpucaas.node._plugin import DevicePlugin
+from gpucaas.node import kubelet_gpus, modulemap
+from gpucaas.node.deviceplugin import DevicePlugin
+from gpucaas.node.discovery import discover
+from gpucaas.node.health import StillOnVfio
+from gpucaas.node.modulemap import parse_nvidia_smi_xml
 from gpucaas.topology import get_model
 from node_helpers import node_test_module
 
@@ -214,7 +217,7 @@ def _free_port() -> int:
 def _start_command(node: Node, port: int, **popen: Any) -> subprocess.Popen[str]:
     """``gpucaas node device-plugin`` against the node, as a process of its own."""
     map_path = node.root / "module-map.json"
-    save_module_map(parse_nvidia_smi_xml(NODE_TESTS / "data" / "nvidia-smi-hgx-h100.xml"), map_path)
+    modulemap.save(parse_nvidia_smi_xml(NODE_TESTS / "data" / "nvidia-smi-hgx-h100.xml"), map_path)
     env = {**os.environ, "GPUCAAS_KUBELET_DIR": str(node.kubelet.root)}
     env["GPUCAAS_FABRIC"] = str(node.root / "fm.sock")
     env["GPUCAAS_MODULE_MAP"] = str(map_path)

@@ -34,18 +34,13 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from gpucaas import cdi
+from gpucaas.cdi import CdiSpec, minimum_version
 from gpucaas.cli.node import app as node_app
 from gpucaas.control import EngineExecutor, LocalBackend, Phase, Workload
-from gpucaas.node import (
-    CdiSpec,
-    KubeletGpu,
-    discover,
-    kubelet_gpus,
-    minimum_version,
-    parse_nvidia_smi_xml,
-    save_module_map,
-    validate_cdi_spec,
-)
+from gpucaas.node import KubeletGpu, kubelet_gpus, modulemap
+from gpucaas.node.discovery import discover
+from gpucaas.node.modulemap import parse_nvidia_smi_xml
 from gpucaas.topology import get_model
 from node_helpers import node_test_module
 
@@ -165,7 +160,7 @@ def fixture_gpus(
     tree = sysfs_fixture.make_hgx_h100_tree(root / "sys")
     module_map = parse_nvidia_smi_xml(NODE_TESTS / "data" / "nvidia-smi-hgx-h100.xml")
     map_path = root / "module-map.json"
-    save_module_map(module_map, map_path)
+    modulemap.save(module_map, map_path)
     return tree, map_path, kubelet_gpus(discover(tree), module_map)
 
 
@@ -274,7 +269,7 @@ def test_podman_4_3_silently_skips_a_spec_newer_than_0_5_0(
     path = generate_spec(fixture_gpus, cdi_dir)
     raw = json.loads(path.read_text())
     path.write_text(json.dumps(raw | {"cdiVersion": version}))
-    assert not [v for v in validate_cdi_spec(path) if v.is_error]  # valid CDI all the same
+    assert not [v for v in cdi.validate(path) if v.is_error]  # valid CDI all the same
     done = podman.run("run", "--rm", *RUN_ARGS, "--device", f"{KIND}=0", IMAGE, "true")
     assert done.returncode != 0
     assert f"unresolvable CDI devices {KIND}=0" in done.stderr

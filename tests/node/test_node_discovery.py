@@ -19,7 +19,7 @@ from sysfs_fixture import (
 )
 
 from gpucaas.errors import InvalidRequest, Unavailable
-from gpucaas.node import (
+from gpucaas.node.discovery import (
     Bar,
     DeviceKind,
     Discovery,

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from gpucaas.errors import InvalidRequest, Unavailable
-from gpucaas.node import (
+from gpucaas.node.modulemap import (
     DEFAULT_MAP_PATH,
     MAP_DOCUMENT_KIND,
     MAP_DOCUMENT_VERSION,
@@ -25,13 +25,13 @@ from gpucaas.node import (
     ModuleMapError,
     ModuleMapMissing,
     NvidiaSmiUnavailable,
+    capture,
+    load,
     parse_nvidia_smi_xml,
+    save,
+    validate,
 )
-from gpucaas.node import capture_module_map as capture
-from gpucaas.node import load_module_map as load
-from gpucaas.node import save_module_map as save
-from gpucaas.node import validate_module_map as validate
-from gpucaas.node._modulemap import normalize_bdf  # internal helper, tested directly
+from gpucaas.node.modulemap._map import normalize_bdf  # internal helper, tested directly
 from gpucaas.topology import ModuleId
 
 DATA = Path(__file__).parent / "data"

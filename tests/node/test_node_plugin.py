@@ -19,33 +19,19 @@ from pathlib import Path
 import grpc
 import pytest
 from kubelet_fake import TestKubelet
+from node_fakes import FailingFabric, FunctionPods
 from prometheus_client.parser import text_string_to_metric_families
 
-from gpucaas.cli.node_plugin import FabricFailures, NodeHealth
 from gpucaas.errors import InvalidRequest
-from gpucaas.fabric import FailedDevice, FailedDevices, SimulatedFabric
-from gpucaas.node import (
-    UNHEALTHY_ANNOTATION,
-    NodeAnnotationReporter,
-    discover,
-    kubelet_gpus,
-    parse_nvidia_smi_xml,
-    parse_unhealthy_annotation,
-    unhealthy_annotation_patch,
-)
-from gpucaas.node._gpus import KubeletGpu
-from gpucaas.node._plugin import DevicePlugin, HttpEndpoint, PluginState
+from gpucaas.fabric import SimulatedFabric
+from gpucaas.node import KubeletGpu
+from gpucaas.node.deviceplugin import DevicePlugin, HttpEndpoint, PluginState
+from gpucaas.node.health import FabricFailures, NodeHealth
 from gpucaas.topology import get_model
 
 MODEL = get_model("hgx-h100-8")
-NVIDIA_SMI = Path(__file__).parent / "data" / "nvidia-smi-hgx-h100.xml"
 
 MakePlugin = Callable[..., DevicePlugin]
-
-
-@pytest.fixture
-def gpus(hgx_sysfs: Path) -> tuple[KubeletGpu, ...]:
-    return kubelet_gpus(discover(hgx_sysfs), parse_nvidia_smi_xml(NVIDIA_SMI))
 
 
 @pytest.fixture
@@ -172,26 +158,6 @@ def test_unhealthy_gpus_are_reported_by_module_id_on_change_and_retried(
 def _reports(plugin: DevicePlugin, result: str) -> float:
     text = plugin.metrics.text().decode()
     return _metric(text, "gpucaas_device_plugin_health_reports_total", result=result)
-
-
-def test_the_annotation_patch_and_its_parser_agree() -> None:
-    patch = unhealthy_annotation_patch([5, 3, 3])
-    assert patch == {"metadata": {"annotations": {UNHEALTHY_ANNOTATION: "3,5"}}}
-    assert parse_unhealthy_annotation(patch["metadata"]["annotations"]) == (3, 5)  # type: ignore[index]
-    assert unhealthy_annotation_patch([]) == {
-        "metadata": {"annotations": {UNHEALTHY_ANNOTATION: None}}
-    }
-    assert parse_unhealthy_annotation({UNHEALTHY_ANNOTATION: "7, x,2,,2"}) == (2, 7)
-    assert parse_unhealthy_annotation(None) == ()
-
-
-def test_a_reporter_without_any_cluster_configuration_says_what_to_do(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setenv("KUBECONFIG", str(tmp_path / "absent"))
-    monkeypatch.setenv("HOME", str(tmp_path))
-    with pytest.raises(InvalidRequest, match="--kubeconfig"):
-        NodeAnnotationReporter("hgx-07")
 
 
 def _ids(modules: set[int]) -> list[str]:
@@ -452,52 +418,7 @@ def test_http_endpoint_refuses_a_bad_address(
         HttpEndpoint(plugin, "127.0.0.1:notaport")
 
 
-# --- node health checks -------------------------------------------------------------------
-
-
-class _FailingFabric(SimulatedFabric):
-    """The simulated fabric, reporting the GPUs in ``failed`` (PCI bus ids) as failed."""
-
-    def __init__(self) -> None:
-        super().__init__(MODEL)
-        self.failed: list[str] = []
-
-    def failed_devices(self) -> FailedDevices:
-        return FailedDevices(gpus=tuple(FailedDevice("GPU-x", bdf, (1,)) for bdf in self.failed))
-
-
-@pytest.fixture
-def dev_root(tmp_path: Path, gpus: tuple[KubeletGpu, ...]) -> Path:
-    for gpu in gpus:
-        (tmp_path / "dev" / "vfio").mkdir(parents=True, exist_ok=True)
-        (tmp_path / "dev" / "vfio" / str(gpu.iommu_group)).touch()
-    return tmp_path / "dev"
-
-
-def test_node_health_checks_node_config_space_and_fabric(
-    hgx_sysfs: Path, gpus: tuple[KubeletGpu, ...], dev_root: Path
-) -> None:
-    fabric = _FailingFabric()
-    health = NodeHealth(hgx_sysfs, dev_root, FabricFailures(fabric, max_age_s=0.0))
-    assert [health.problem(g) for g in gpus] == [None] * 8
-    one, two, three = gpus[1], gpus[4], gpus[6]
-
-    (dev_root / "vfio" / str(one.iommu_group)).unlink()
-    assert "no device node" in (health.problem(one) or "")
-
-    config = hgx_sysfs / "bus" / "pci" / "devices" / str(two.bdf) / "config"
-    good = config.read_bytes()
-    config.write_bytes(b"\xff" * 256)  # fell off the bus
-    assert health.problem(two) == "config space reads vendor 0xffff"
-    config.write_bytes(good[:10])
-    assert "config space short" in (health.problem(two) or "")
-    config.write_bytes(good)
-
-    # Fabric Manager's form of the bus id: 8-digit domain, upper case.
-    domain, bus, rest = str(three.bdf).split(":")
-    fabric.failed = [f"0000{domain}:{bus.upper()}:{rest}"]
-    assert health.problem(three) == "reported failed by the fabric"
-    assert {g.device_id for g in gpus if not health(g)} == {one.device_id, three.device_id}
+# --- node health checks through the plugin ------------------------------------------------
 
 
 def test_an_unhealthy_gpu_recovers_within_a_second(
@@ -507,7 +428,7 @@ def test_an_unhealthy_gpu_recovers_within_a_second(
     kubelet: TestKubelet,
     make_plugin: MakePlugin,
 ) -> None:
-    fabric = _FailingFabric()
+    fabric = FailingFabric(MODEL)
     make_plugin(
         health=NodeHealth(hgx_sysfs, dev_root, FabricFailures(fabric)), health_interval_s=0.5
     )
@@ -534,3 +455,31 @@ def test_an_unhealthy_gpu_recovers_within_a_second(
     breaks_and_recovers(
         lambda: setattr(fabric, "failed", [str(gpu.bdf)]), lambda: setattr(fabric, "failed", [])
     )
+
+
+def test_an_injected_watcher_decides_what_is_released(
+    gpus: tuple[KubeletGpu, ...], kubelet: TestKubelet, fabric: SimulatedFabric
+) -> None:
+    holding = {3}
+    pods = FunctionPods(lambda: frozenset(holding))
+    plugin = DevicePlugin(
+        gpus,
+        MODEL,
+        fabric,
+        kubelet_dir=kubelet.root,
+        health_interval_s=0.05,
+        release_grace_s=0.0,
+        watcher=pods,
+    )
+    plugin.start()
+    try:
+        kubelet.set_pods({})  # the kubelet's own PodResources is not asked
+        kubelet.pre_start(["0", "2"])
+        time.sleep(0.2)
+        assert fabric.active_ids() == {3}
+        holding.clear()
+        _poll(lambda: fabric.active_ids() == frozenset())
+        assert plugin.owned() == frozenset()
+        assert pods.calls > 0
+    finally:
+        plugin.stop()

@@ -13,24 +13,24 @@ import pytest
 from sysfs_fixture import GPU_BDFS, NIC_BDF, NVSWITCH_BDFS, MakeSysfs
 
 from gpucaas.errors import Conflict, MisuseError
-from gpucaas.node import InvalidBDF, WarningCode, discover
-from gpucaas.node._vfio import (
-    FIXTURE_LOADED_DRIVERS,
+from gpucaas.node.discovery import InvalidBDF, WarningCode, discover
+from gpucaas.node.vfio import (
     DeviceInUse,
     FixtureKernel,
     KernelWriteError,
     LinuxSysfs,
-    PciFunction,
     UnknownDevice,
     VfioAction,
     VfioError,
     VfioResult,
-    VfioStepKind,
     apply,
     plan,
     read_host,
     status,
 )
+from gpucaas.node.vfio._host import PciFunction  # internals, tested directly
+from gpucaas.node.vfio._kernels import FIXTURE_LOADED_DRIVERS
+from gpucaas.node.vfio._plan import VfioStepKind
 
 GPU_9A, GPU_DB, GPU_2A = "0000:9a:00.0", "0000:db:00.0", "0000:2a:00.0"
 WITH_NVIDIA = FIXTURE_LOADED_DRIVERS | {"nvidia"}

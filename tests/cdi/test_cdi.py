@@ -10,8 +10,7 @@ from typing import Any
 
 import pytest
 
-from gpucaas.errors import InvalidRequest
-from gpucaas.node import (
+from gpucaas.cdi import (
     CdiDevice,
     CdiError,
     CdiSpec,
@@ -27,9 +26,10 @@ from gpucaas.node import (
     minimum_version,
     qualified_name,
     spec_file_name,
+    validate,
     write_spec,
 )
-from gpucaas.node import validate_cdi_spec as validate
+from gpucaas.errors import InvalidRequest
 
 EIGHT_GPUS = [(str(i), [str(63 + i)]) for i in range(8)]
 
