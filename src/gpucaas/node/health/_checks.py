@@ -16,9 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from gpucaas.node import KubeletGpu
-from gpucaas.node.discovery import Discovery, discover, is_vfio_driver
+from gpucaas.node.discovery import NVIDIA_VENDOR_ID, Discovery, discover, is_vfio_driver
 
-NVIDIA_VENDOR = 0x10DE
 CONFIG_HEADER_BYTES = 64
 
 log = logging.getLogger("gpucaas.device-plugin")
@@ -116,7 +115,7 @@ class NodeHealth:
         if len(header) < CONFIG_HEADER_BYTES:
             return f"config space short: {len(header)} bytes"
         vendor = int.from_bytes(header[:2], "little")
-        if vendor != NVIDIA_VENDOR:
+        if vendor != NVIDIA_VENDOR_ID:
             return f"config space reads vendor 0x{vendor:04x}"
         if self.failed is not None and bus_id_key(str(gpu.bdf)) in self.failed():
             return "reported failed by the fabric"
