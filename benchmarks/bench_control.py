@@ -154,7 +154,7 @@ def stop_server_process(proc: subprocess.Popen[bytes]) -> None:
         proc.wait()
 
 
-def shims_of(state_dir: Path) -> list[int]:
+def supervisors_of(state_dir: Path) -> list[int]:
     """Pids of processes (container shims) whose command line names ``state_dir``."""
     needle = str(state_dir).encode()
     pids = []
@@ -170,7 +170,7 @@ def shims_of(state_dir: Path) -> list[int]:
 def stop_server(server: Server) -> int:
     """Stop the server, then any container shim it left; returns how many were left."""
     stop_server_process(server.proc)
-    left = shims_of(server.state_dir)
+    left = supervisors_of(server.state_dir)
     for pid in left:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.kill(pid, signal.SIGTERM)

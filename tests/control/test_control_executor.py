@@ -29,10 +29,10 @@ from gpucaas.control._executor import (
     Executor,
     ExecutorRefused,
     Launch,
-    NfsMount,
+    NfsVolume,
     ProcessExecutor,
 )
-from gpucaas.control._shim import proc_start_time
+from gpucaas.control._supervisor import proc_start_time
 from gpucaas.errors import InvalidRequest, Unavailable
 from gpucaas.topology import get_model
 
@@ -307,7 +307,7 @@ def test_the_environment_is_env_and_gpu_env_and_nothing_of_the_parent(
 
 def test_the_process_executor_refuses_nfs_and_an_empty_command(tmp_path: Path) -> None:
     executor = ProcessExecutor()
-    nfs = make_launch(tmp_path, "n", "true", nfs=(NfsMount("10.0.0.5", "/export", "/data"),))
+    nfs = make_launch(tmp_path, "n", "true", nfs=(NfsVolume("10.0.0.5", "/export", "/data"),))
     with pytest.raises(ExecutorRefused) as refused:
         executor.start(nfs)
     assert isinstance(refused.value, InvalidRequest)
@@ -360,8 +360,8 @@ def test_the_engine_runs_the_exact_argv_and_reports_the_exit_code(
         env={"A": "1"},
         gpu_env={"GPUCAAS_PARTITION": "2"},
         nfs=(
-            NfsMount("10.0.0.5", "/export/data", "/data", read_only=True),
-            NfsMount("nfs.example", "/scratch", "/scratch"),
+            NfsVolume("10.0.0.5", "/export/data", "/data", read_only=True),
+            NfsVolume("nfs.example", "/scratch", "/scratch"),
         ),
     )
     status = ended(executor, start(executor, launch))

@@ -18,7 +18,7 @@ import pytest
 import uvicorn
 
 from gpucaas.client._client import Client
-from gpucaas.control import ControlPlane, UpConfig
+from gpucaas.control import ControlPlane, ControlPlaneConfig
 
 
 @dataclass
@@ -41,7 +41,9 @@ def gpucaas() -> str:
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     state = tmp_path_factory.mktemp("control")
-    plane = ControlPlane(UpConfig(state_dir=state, nodes=4, executor="process", grace_s=2))
+    plane = ControlPlane(
+        ControlPlaneConfig(state_dir=state, nodes=4, executor="process", grace_s=2)
+    )
     uv = uvicorn.Server(
         uvicorn.Config(plane.app, host="127.0.0.1", port=0, log_level="warning", access_log=False)
     )

@@ -41,7 +41,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.exc import IntegrityError, OperationalError
 
-from gpucaas.client import ACTIVE_STATES, State
+from gpucaas._wire import ACTIVE_STATES, ContainerCreate, State, TenantCreate
 from gpucaas.errors import InvalidRequest, Unavailable
 
 from . import _schema as s
@@ -54,7 +54,6 @@ from ._errors import (
     StateConflict,
     Unauthenticated,
 )
-from ._models import ContainerCreate, TenantCreate
 
 TOKEN_PREFIX = "gpc_"
 DEFAULT_PAGE = 50

@@ -42,7 +42,7 @@ from typing import Any, NoReturn
 import grpc
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-from gpucaas._http import health_server
+from gpucaas._health import health_server
 from gpucaas.errors import Conflict, GpucaasError, InvalidRequest, MisuseError, Unavailable
 from gpucaas.fabric import FabricManager, PartitionNotActive
 from gpucaas.topology import (
