@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import uvicorn
 
-from gpucaas.client._client import Client
+from gpucaas.client import Client
 from gpucaas.control import ControlPlane, ControlPlaneConfig
 
 
@@ -164,7 +164,7 @@ def test_ps_describe_logs_and_stop(server: Server) -> None:
     assert stopped.returncode == 0, stopped.stderr
     assert stopped.stdout.startswith(cid)
     with api(server) as client:
-        assert client.wait(cid, timeout=10)["state"] == "stopped"
+        assert client.wait(cid, timeout=10).state == "stopped"
     active, everything = run_all(server, ("ps",), ("ps", "--all", "--json"))
     assert cid not in active.stdout
     mine = [c for c in json.loads(everything.stdout)["items"] if c["id"] == cid]
