@@ -1,15 +1,15 @@
 """What crosses the HTTP API, shared by the server (:mod:`gpucaas.control`) and the client
-(:mod:`gpucaas.client`): a container's states, the request bodies (validated, unknown fields
-refused) and the replies.
+(:mod:`gpucaas.client`): a container's states (from :mod:`gpucaas._states`, re-exported
+here), the request bodies (validated, unknown fields refused) and the replies.
 
-A shared leaf (DESIGN.md "Layers"): it imports only the standard library and pydantic, so
-the client carries no server dependency and the server does not import its own SDK. Reply
-models ignore fields they do not know, so an older client reads a newer server's replies.
+A shared leaf (DESIGN.md "Layers"): it imports only the standard library, pydantic and the
+states leaf, so the client carries no server dependency and the server does not import its
+own SDK. Reply models ignore fields they do not know, so an older client reads a newer
+server's replies.
 """
 
 from __future__ import annotations
 
-import enum
 import ipaddress
 import posixpath
 import re
@@ -17,34 +17,9 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-
-class State(enum.StrEnum):
-    """A container's life. Final states never change again."""
-
-    QUEUED = "queued"
-    """Accepted and stored; waiting for GPUs."""
-    PLACING = "placing"
-    """GPUs reserved in the store; the backend is being told."""
-    STARTING = "starting"
-    """The backend is creating the workload (partition activated, VM/process starting)."""
-    RUNNING = "running"
-    """The workload runs."""
-    SUCCEEDED = "succeeded"
-    """Exited with code 0."""
-    FAILED = "failed"
-    """Exited non-zero, could not start, ran past max_runtime_s, or never fits."""
-    STOPPED = "stopped"
-    """Stopped by the tenant or the operator."""
-    LOST = "lost"
-    """The backend can no longer find it (the reason says what was seen)."""
-
-    @property
-    def final(self) -> bool:
-        return self in FINAL_STATES
-
-
-FINAL_STATES = frozenset({State.SUCCEEDED, State.FAILED, State.STOPPED, State.LOST})
-ACTIVE_STATES = frozenset(State) - FINAL_STATES
+from gpucaas._states import ACTIVE_STATES as ACTIVE_STATES
+from gpucaas._states import FINAL_STATES as FINAL_STATES
+from gpucaas._states import State as State
 
 MAX_GPUS = 8
 MAX_ARGV_ITEMS = 256

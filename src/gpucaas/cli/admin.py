@@ -3,12 +3,14 @@ admin token (``gpucaas up`` printed one)."""
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from gpucaas.client import BoardView, Tenant, Token
 from gpucaas.errors import InvalidRequest
+
+if TYPE_CHECKING:
+    from gpucaas.client import BoardView, Tenant, Token
 
 from ._common import JsonOption, print_json, table
 from .tenant import TokenOption, UrlOption, api, to_json

@@ -10,16 +10,21 @@ import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from pydantic import BaseModel
 
-from gpucaas.client import ACTIVE_STATES, Client, ClientConfig, Container, State
+from gpucaas._states import ACTIVE_STATES, State
 from gpucaas.errors import InvalidRequest
 from gpucaas.runtime import boot_budget
 
 from ._common import JsonOption, print_json, table, user_errors
+
+if TYPE_CHECKING:  # the client (httpx, pydantic) loads when a command calls the API, not for --help
+    from pydantic import BaseModel
+
+    from gpucaas.client import Client, Container
+
 
 UrlOption = Annotated[
     str | None,
@@ -44,6 +49,8 @@ TokenOption = Annotated[
 @contextmanager
 def api(url: str | None, token: str | None) -> Iterator[Client]:
     """The client for these flags, inside :func:`user_errors`, closed afterwards."""
+    from gpucaas.client import ClientConfig
+
     with user_errors():
         with ClientConfig.resolve(url, token).client() as client:
             yield client
