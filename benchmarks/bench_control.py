@@ -155,7 +155,7 @@ def stop_server_process(proc: subprocess.Popen[bytes]) -> None:
 
 
 def supervisors_of(state_dir: Path) -> list[int]:
-    """Pids of processes (container shims) whose command line names ``state_dir``."""
+    """Pids of processes (container supervisors) whose command line names ``state_dir``."""
     needle = str(state_dir).encode()
     pids = []
     for entry in Path("/proc").iterdir():
@@ -168,7 +168,7 @@ def supervisors_of(state_dir: Path) -> list[int]:
 
 
 def stop_server(server: Server) -> int:
-    """Stop the server, then any container shim it left; returns how many were left."""
+    """Stop the server, then any container supervisor it left; returns how many were left."""
     stop_server_process(server.proc)
     left = supervisors_of(server.state_dir)
     for pid in left:
@@ -185,7 +185,7 @@ def running_server(root: Path, name: str) -> Iterator[Server]:
     finally:
         left = stop_server(server)
         if left:
-            print(f"  ({left} container shims were still running at the end; sent SIGTERM)")
+            print(f"  ({left} container supervisors were still running at the end; sent SIGTERM)")
 
 
 def create_tenant(server: Server, name: str) -> dict[str, str]:

@@ -116,7 +116,7 @@ def test_a_weak_admin_token_is_refused(tmp_path: Path) -> None:
 
 
 def test_a_relative_state_dir_works(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    # `make up` passes --state-dir .gpucaas: shims run in their own directory, so every path
+    # `make up` passes --state-dir .gpucaas: supervisors run in their own directory, so every path
     # they get must be absolute.
     import time
 

@@ -1,9 +1,9 @@
 """kill -9 of ``gpucaas up`` while containers run and requests arrive, then a restart.
 
-Every container is re-adopted (its shim outlived the control plane) or ends with how it ended
-(exit code read from the shim's files) or is ``lost`` with a reason; no GPU is allocated twice;
-the fabric holds exactly the partitions of the containers that hold GPUs; every request that
-got a 201 exists after the restart.
+Every container is re-adopted (its supervisor outlived the control plane) or ends with how it
+ended (exit code read from the supervisor's files) or is ``lost`` with a reason; no GPU is
+allocated twice; the fabric holds exactly the partitions of the containers that hold GPUs;
+every request that got a 201 exists after the restart.
 """
 
 from __future__ import annotations
@@ -85,10 +85,10 @@ def server(tmp_path: Path) -> Iterator[Server]:
         yield srv
     finally:
         srv.stop()
-        # Nothing may outlive the test: stop every shim we started.
-        for shim in (tmp_path / "containers").glob("*/shim.pid"):
+        # Nothing may outlive the test: stop every supervisor we started.
+        for supervisor in (tmp_path / "containers").glob("*/shim.pid"):
             try:
-                os.kill(json.loads(shim.read_text())["pid"], signal.SIGKILL)
+                os.kill(json.loads(supervisor.read_text())["pid"], signal.SIGKILL)
             except (OSError, ValueError, KeyError):
                 pass
         for started in (tmp_path / "containers").glob("*/started.json"):
@@ -179,7 +179,7 @@ def check_crash_recovery(
     stop_submitting.set()
     submitter.join()
 
-    # Re-adopted: same partition, same shim, still running.
+    # Re-adopted: same partition, same supervisor, still running.
     for cid in (long8, long2):
         now = t.get(f"/v1/containers/{cid}").json()
         assert now["state"] == "running", now
