@@ -154,8 +154,8 @@ def stop_server_process(proc: subprocess.Popen[bytes]) -> None:
         proc.wait()
 
 
-def shims_of(state_dir: Path) -> list[int]:
-    """Pids of processes (container shims) whose command line names ``state_dir``."""
+def supervisors_of(state_dir: Path) -> list[int]:
+    """Pids of processes (container supervisors) whose command line names ``state_dir``."""
     needle = str(state_dir).encode()
     pids = []
     for entry in Path("/proc").iterdir():
@@ -168,9 +168,9 @@ def shims_of(state_dir: Path) -> list[int]:
 
 
 def stop_server(server: Server) -> int:
-    """Stop the server, then any container shim it left; returns how many were left."""
+    """Stop the server, then any container supervisor it left; returns how many were left."""
     stop_server_process(server.proc)
-    left = shims_of(server.state_dir)
+    left = supervisors_of(server.state_dir)
     for pid in left:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.kill(pid, signal.SIGTERM)
@@ -185,7 +185,7 @@ def running_server(root: Path, name: str) -> Iterator[Server]:
     finally:
         left = stop_server(server)
         if left:
-            print(f"  ({left} container shims were still running at the end; sent SIGTERM)")
+            print(f"  ({left} container supervisors were still running at the end; sent SIGTERM)")
 
 
 def create_tenant(server: Server, name: str) -> dict[str, str]:

@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 import uvicorn
 
-from gpucaas.control import ControlPlane, Credentials, UpConfig
+from gpucaas.control import ControlPlane, ControlPlaneConfig, Credentials
 
 FINAL = {"succeeded", "failed", "stopped", "lost"}
 
@@ -66,7 +66,7 @@ def wait_state(
 def live_plane(state_dir: Path, **config: Any) -> Iterator[Live]:
     config.setdefault("nodes", 4)
     config.setdefault("executor", "process")
-    plane = ControlPlane(UpConfig(state_dir=state_dir, grace_s=2.0, **config))
+    plane = ControlPlane(ControlPlaneConfig(state_dir=state_dir, grace_s=2.0, **config))
     server = uvicorn.Server(
         uvicorn.Config(plane.app, host="127.0.0.1", port=0, log_level="warning")
     )

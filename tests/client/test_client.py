@@ -10,6 +10,18 @@ from pathlib import Path
 import httpx
 import pytest
 
+from gpucaas.client import (
+    BoardView,
+    Container,
+    ContainerCreate,
+    DrainResult,
+    Event,
+    NewToken,
+    State,
+    Tenant,
+    TenantCreated,
+    Token,
+)
 from gpucaas.client._client import (
     DEFAULT_URL,
     ApiConflict,
@@ -31,6 +43,24 @@ def client(handler: Handler, **kwargs: float) -> Client:
 
 def error(status: int, kind: str, message: str) -> httpx.Response:
     return httpx.Response(status, json={"error": {"type": kind, "message": message, "details": []}})
+
+
+STAMP = "2026-01-01T00:00:00.000Z"
+
+
+def container(id: str, state: str = "queued") -> dict[str, object]:
+    """A whole container reply, as the server sends it."""
+    return {
+        "id": id, "tenant": "acme", "name": None, "image": "busybox", "command": [],
+        "args": [], "env": {}, "gpus": 1, "gpus_granted": 1, "nfs": [], "labels": {},
+        "max_runtime_s": None, "state": state, "reason": "", "message": "", "exit_code": None,
+        "partition": None, "created_at": STAMP, "updated_at": STAMP,
+    }  # fmt: skip
+
+
+TOKEN = {"id": "t1", "tenant": "v", "label": "ci", "created_at": STAMP, "revoked_at": None}
+TENANT = {"name": "v", "max_gpus": 4, "max_containers": 2, "nfs_exports": [], "created_at": STAMP}
+BOARD = {"name": "b1", "model": "hgx-h100-8", "cordoned": True, "gpus": [], "partitions": []}
 
 
 # -- configuration ---------------------------------------------------------------------------
@@ -182,13 +212,13 @@ def test_containers_follows_page_tokens_with_the_filters() -> None:
         seen.append(request.url)
         ids, token = pages[request.url.params.get("page_token")]
         return httpx.Response(
-            200, json={"items": [{"id": i} for i in ids], "next_page_token": token}
+            200, json={"items": [container(i) for i in ids], "next_page_token": token}
         )
 
     with client(handler) as c:
         got = c.containers(state=["running", "queued"], label={"team": "v"}, all_pages=True)
-        assert [x["id"] for x in got] == ["a", "b", "c", "d"]
-        assert [x["id"] for x in c.containers(limit=2)] == ["a", "b"]
+        assert [x.id for x in got] == ["a", "b", "c", "d"]
+        assert [x.id for x in c.containers(limit=2)] == ["a", "b"]
     assert len(seen) == 4
     for url in seen[:3]:
         assert url.params.get_list("state") == ["running", "queued"]
@@ -205,10 +235,10 @@ def test_run_sends_an_idempotency_key_and_reuses_it_on_retry() -> None:
         bodies.append(json.loads(request.content))
         if len(keys) == 1:
             raise httpx.ReadError("connection reset", request=request)
-        return httpx.Response(201, json={"id": "abc", "state": "queued"})
+        return httpx.Response(201, json=container("abc"))
 
     with client(handler, retry_delay_s=0) as c:
-        assert c.run({"image": "busybox", "gpus": 1})["id"] == "abc"
+        assert c.run({"image": "busybox", "gpus": 1}).id == "abc"
         assert len(keys) == 2 and keys[0] == keys[1]
         assert len(keys[0]) == 36  # a uuid4
         c.run({"image": "busybox", "gpus": 1})
@@ -236,11 +266,11 @@ def test_wait_polls_until_a_final_state_and_times_out() -> None:
 
     def handler(request: httpx.Request) -> httpx.Response:
         if request.url.path.endswith("/slow"):
-            return httpx.Response(200, json={"id": "slow", "state": "running"})
-        return httpx.Response(200, json={"id": "abc", "state": next(states)})
+            return httpx.Response(200, json=container("slow", "running"))
+        return httpx.Response(200, json=container("abc", next(states)))
 
     with client(handler) as c:
-        assert c.wait("abc", poll_s=0)["state"] == "succeeded"
+        assert c.wait("abc", poll_s=0).state == "succeeded"
         with pytest.raises(WaitTimeout, match="still running"):
             c.wait("slow", timeout=0.05, poll_s=0.01)
 
@@ -252,22 +282,37 @@ def test_admin_calls_hit_their_routes() -> None:
         seen.append(
             (request.method, request.url.raw_path.decode().partition("?")[0], request.content)
         )
-        if request.method == "DELETE" and "tenants" in request.url.path:
+        path = request.url.path
+        if request.method == "DELETE" and "tenants" in path:
             return httpx.Response(204)
-        return httpx.Response(200, json={"items": [], "ok": True})
+        if path == "/v1/admin/tenants":
+            return httpx.Response(201, json={"tenant": TENANT, "token": {**TOKEN, "token": "s"}})
+        if path.endswith("/tokens") and request.method == "POST":
+            return httpx.Response(201, json={**TOKEN, "token": "s"})
+        if path.endswith(("/tokens", "/events")):
+            return httpx.Response(200, json={"items": []})
+        if "/tokens/" in path:
+            return httpx.Response(200, json=TOKEN)
+        if path.endswith("/cordon"):
+            return httpx.Response(200, json=BOARD)
+        if path.endswith("/drain"):
+            return httpx.Response(200, json={"board": "b1", "stopping": ["abc"]})
+        return httpx.Response(200, json=container("a/b", "stopped"))
 
     with client(handler) as c:
-        c.create_tenant("v", 4, 2, ["nfs1:/d"])
+        created = c.create_tenant("v", 4, 2, ["nfs1:/d"])
+        assert isinstance(created, TenantCreated) and isinstance(created.tenant, Tenant)
+        assert created.token.token == "s"
         c.delete_tenant("v")
-        c.create_token("v", "ci")
+        assert isinstance(c.create_token("v", "ci"), NewToken)
         c.create_token(None, "ops")
-        c.tokens("v")
-        c.revoke_token("t1")
-        c.cordon("b1")
+        assert c.tokens("v") == []
+        assert isinstance(c.revoke_token("t1"), Token)
+        assert isinstance(c.cordon("b1"), BoardView)
         c.cordon("b1", 3, cordoned=False)
-        c.drain("b1")
-        c.stop("a/b")
-        c.events("abc")
+        assert c.drain("b1") == DrainResult(board="b1", stopping=["abc"])
+        assert c.stop("a/b").state is State.STOPPED
+        assert c.events("abc") == []
     assert [(m, p) for m, p, _ in seen] == [
         ("POST", "/v1/admin/tenants"),
         ("DELETE", "/v1/admin/tenants/v"),
@@ -288,3 +333,42 @@ def test_admin_calls_hit_their_routes() -> None:
         "max_containers": 2,
     }
     assert json.loads(seen[7][2]) == {"cordoned": False}
+
+
+def test_replies_are_the_wire_models() -> None:
+    """The client returns the models the server answers with, not dicts."""
+    events = [{"at": STAMP, "state": "queued", "reason": "Submitted", "message": ""}]
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("/events"):
+            return httpx.Response(200, json={"items": events})
+        return httpx.Response(200, json=container("abc", "running"))
+
+    with client(handler) as c:
+        got = c.container("abc")
+        assert isinstance(got, Container) and got.state is State.RUNNING
+        assert got.partition is None and got.timestamps == {}
+        assert c.events("abc") == [
+            Event(at=STAMP, state=State.QUEUED, reason="Submitted", message="")
+        ]
+
+
+def test_run_takes_the_request_model_and_sends_only_what_was_set() -> None:
+    bodies: list[object] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        bodies.append(json.loads(request.content))
+        return httpx.Response(201, json=container("abc"))
+
+    with client(handler) as c:
+        c.run(ContainerCreate(image="busybox", gpus=2, command=["true"]))
+    assert bodies == [{"image": "busybox", "gpus": 2, "command": ["true"]}]
+
+
+def test_a_reply_that_is_not_the_model_is_a_bad_reply() -> None:
+    with client(lambda _r: httpx.Response(200, json={"id": "abc"})) as c:
+        with pytest.raises(
+            ApiUnavailable, match=r"not a Container \(tenant: Field required\)"
+        ) as info:
+            c.container("abc")
+    assert info.value.type == "BadReply" and info.value.status == 200

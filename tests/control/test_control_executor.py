@@ -1,4 +1,4 @@
-"""Executors run real processes under a real shim; nothing of the shim is mocked.
+"""Executors run real processes under a real supervisor; nothing of the supervisor is mocked.
 
 The container engine is a fake CLI (fake_engine.py) that records its argv and runs the
 command after the image as a plain process, so logs, exit codes and stops work end to end.
@@ -29,10 +29,10 @@ from gpucaas.control._executor import (
     Executor,
     ExecutorRefused,
     Launch,
-    NfsMount,
+    NfsVolume,
     ProcessExecutor,
 )
-from gpucaas.control._shim import proc_start_time
+from gpucaas.control._supervisor import proc_start_time
 from gpucaas.errors import InvalidRequest, Unavailable
 from gpucaas.topology import get_model
 
@@ -80,7 +80,7 @@ def _pid_record(path: Path) -> tuple[int, int] | None:
 
 
 def _kill_leftovers(directory: Path) -> None:
-    """SIGKILL the shim and the workload's group if they are still the recorded processes."""
+    """SIGKILL the supervisor and the workload's group if they are still the recorded processes."""
     for name, group in (("shim.pid", False), ("started.json", True)):
         record = _pid_record(directory / name)
         if record is None or proc_start_time(record[0]) != record[1]:
@@ -202,18 +202,18 @@ def test_a_missing_program_is_spawn_failed_naming_it(tmp_path: Path, start: Star
     assert "/no/such/program" in (launch.directory / "log").read_text()
 
 
-def test_a_killed_shim_is_lost_and_stop_ends_its_orphaned_workload(
+def test_a_killed_supervisor_is_lost_and_stop_ends_its_orphaned_workload(
     tmp_path: Path, start: Start
 ) -> None:
     executor = ProcessExecutor()
     launch = start(executor, make_launch(tmp_path, "k", "sleep", "30"))
     wait_for(lambda: (launch.directory / "started.json").exists())
-    shim = json.loads((launch.directory / "shim.pid").read_text())["pid"]
+    supervisor = json.loads((launch.directory / "shim.pid").read_text())["pid"]
     workload = json.loads((launch.directory / "started.json").read_text())["pid"]
-    os.kill(shim, signal.SIGKILL)
+    os.kill(supervisor, signal.SIGKILL)
     wait_for(lambda: executor.status("k", launch.directory).state is ExecState.LOST)
     status = executor.status("k", launch.directory)
-    assert f"the shim (pid {shim}) is gone without writing an exit status" in status.reason
+    assert f"the shim (pid {supervisor}) is gone without writing an exit status" in status.reason
     assert f"workload (pid {workload}) is still running" in status.reason
     executor.stop("k", launch.directory, grace_s=1)
     wait_for(lambda: proc_start_time(workload) is None, message="the orphan is gone")
@@ -243,7 +243,7 @@ def test_a_container_outlives_a_crashed_control_plane(tmp_path: Path) -> None:
         _kill_leftovers(directory)
 
 
-def test_a_reused_pid_is_not_taken_for_the_shim(tmp_path: Path) -> None:
+def test_a_reused_pid_is_not_taken_for_the_supervisor(tmp_path: Path) -> None:
     executor = ProcessExecutor()
     directory = tmp_path / "reused"
     directory.mkdir()
@@ -282,7 +282,7 @@ def test_the_environment_is_env_and_gpu_env_and_nothing_of_the_parent(
         env={
             "TENANT_VAR": "a b=c",
             "GPUCAAS_PARTITION": "tenant-says",
-            "PYTHONHOME": "/nonexistent",  # for the workload, not for the shim
+            "PYTHONHOME": "/nonexistent",  # for the workload, not for the supervisor
         },
         gpu_env={"GPUCAAS_PARTITION": "3", "GPUCAAS_GPU_MODULES": "1,2"},
     )
@@ -307,7 +307,7 @@ def test_the_environment_is_env_and_gpu_env_and_nothing_of_the_parent(
 
 def test_the_process_executor_refuses_nfs_and_an_empty_command(tmp_path: Path) -> None:
     executor = ProcessExecutor()
-    nfs = make_launch(tmp_path, "n", "true", nfs=(NfsMount("10.0.0.5", "/export", "/data"),))
+    nfs = make_launch(tmp_path, "n", "true", nfs=(NfsVolume("10.0.0.5", "/export", "/data"),))
     with pytest.raises(ExecutorRefused) as refused:
         executor.start(nfs)
     assert isinstance(refused.value, InvalidRequest)
@@ -360,8 +360,8 @@ def test_the_engine_runs_the_exact_argv_and_reports_the_exit_code(
         env={"A": "1"},
         gpu_env={"GPUCAAS_PARTITION": "2"},
         nfs=(
-            NfsMount("10.0.0.5", "/export/data", "/data", read_only=True),
-            NfsMount("nfs.example", "/scratch", "/scratch"),
+            NfsVolume("10.0.0.5", "/export/data", "/data", read_only=True),
+            NfsVolume("nfs.example", "/scratch", "/scratch"),
         ),
     )
     status = ended(executor, start(executor, launch))
@@ -514,16 +514,16 @@ def test_from_path_finds_the_engine(fake_engine: Path, monkeypatch: pytest.Monke
     assert (executor.name, executor.binary) == ("podman", str(fake_engine))
 
 
-def test_shims_come_from_the_launcher_and_outlive_it(tmp_path: Path, start: Start) -> None:
+def test_supervisors_come_from_the_launcher_and_outlive_it(tmp_path: Path, start: Start) -> None:
     from gpucaas.control import _executor
 
     executor = ProcessExecutor()
     first = start(executor, make_launch(tmp_path, "l1", "sleep", "30"))
     launcher = _executor._LAUNCHER._proc
     assert launcher is not None and launcher.poll() is None
-    shim = json.loads((first.directory / "shim.pid").read_text())["pid"]
-    assert shim != launcher.pid
-    launcher.kill()  # the launcher dies; its shims do not, and a new one takes over
+    supervisor = json.loads((first.directory / "shim.pid").read_text())["pid"]
+    assert supervisor != launcher.pid
+    launcher.kill()  # the launcher dies; its supervisors do not, and a new one takes over
     launcher.wait()
     second = start(executor, make_launch(tmp_path, "l2", "sleep", "30"))
     assert executor.status("l1", first.directory).state is ExecState.RUNNING
@@ -531,7 +531,7 @@ def test_shims_come_from_the_launcher_and_outlive_it(tmp_path: Path, start: Star
     assert _executor._LAUNCHER._proc is not launcher
 
 
-def test_without_a_launcher_each_shim_is_a_fresh_interpreter(
+def test_without_a_launcher_each_supervisor_is_a_fresh_interpreter(
     tmp_path: Path, start: Start, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from gpucaas.control import _executor

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from gpucaas.control import ControlPlane, PodDefaults, UpConfig
+from gpucaas.control import ControlPlane, ControlPlaneConfig, PodDefaults
 from gpucaas.control._kubernetes import scale_quantity
 from gpucaas.errors import InvalidRequest
 from gpucaas.runtime import vm_memory_for
@@ -43,7 +43,7 @@ def test_bad_quantities_are_refused_naming_the_option(bad: str) -> None:
 
 
 def test_gpucaas_up_refuses_a_bad_quantity_before_touching_a_cluster(tmp_path: Path) -> None:
-    config = UpConfig(
+    config = ControlPlaneConfig(
         state_dir=tmp_path,
         backend="kubernetes",
         kubeconfig=str(tmp_path / "absent-kubeconfig"),
@@ -51,4 +51,6 @@ def test_gpucaas_up_refuses_a_bad_quantity_before_touching_a_cluster(tmp_path: P
     )
     with pytest.raises(InvalidRequest, match="--pod-memory-per-gpu 'lots'|memory per GPU"):
         ControlPlane(config)
-    ControlPlane(UpConfig(state_dir=tmp_path, nodes=1, executor="process")).stop()  # unlocked
+    ControlPlane(
+        ControlPlaneConfig(state_dir=tmp_path, nodes=1, executor="process")
+    ).stop()  # unlocked

@@ -16,7 +16,7 @@ from lightkube.models.core_v1 import (
 )
 from lightkube.resources.core_v1 import Pod
 
-from gpucaas.control._api import Phase
+from gpucaas.control._backend import Phase
 from gpucaas.control._kubernetes import LIVE_WITHIN_S, pod_status
 
 NOW = 1_800_000_000.0

@@ -31,13 +31,45 @@ from gpucaas.control._store import BadStoreUrl, Reservation, StoreUnavailable, h
 from gpucaas.errors import InvalidRequest
 
 
+class FakeClock:
+    """A wall clock that moves only when a test says so."""
+
+    def __init__(self, start: float = 1_800_000_000.0) -> None:
+        self.t = start
+
+    def __call__(self) -> float:
+        return self.t
+
+    def advance(self, seconds: float) -> None:
+        self.t += seconds
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
 @pytest.fixture(params=["sqlite", "postgresql"])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'state' / 'gpucaas.db'}"
-    else:
-        url = request.getfixturevalue("postgres_db_url")
-    s = Store(url)
+        return f"sqlite:///{tmp_path / 'state' / 'gpucaas.db'}"
+    url: str = request.getfixturevalue("postgres_db_url")
+    return url
+
+
+@pytest.fixture
+def store(store_url: str) -> Iterator[Store]:
+    s = Store(store_url)
+    try:
+        yield s
+    finally:
+        s.close()
+
+
+@pytest.fixture
+def clocked_store(store_url: str, clock: FakeClock) -> Iterator[Store]:
+    """A store whose time is :func:`clock`'s."""
+    s = Store(store_url, clock=clock)
     try:
         yield s
     finally:
@@ -278,13 +310,15 @@ def test_bad_urls_and_unreachable_servers_say_so(tmp_path: Path) -> None:
         Store(f"sqlite:///{blocker / 'sub' / 'x.db'}")
 
 
-def test_one_lease_holder_at_a_time(store: Store) -> None:
-    import time
-
-    assert store.acquire_lease("scheduler", "a", 0.3)
-    assert not store.acquire_lease("scheduler", "b", 0.3)
-    assert store.acquire_lease("scheduler", "a", 0.3)  # renew
-    time.sleep(0.4)
+def test_one_lease_holder_at_a_time(clocked_store: Store, clock: FakeClock) -> None:
+    store = clocked_store
+    assert store.acquire_lease("scheduler", "a", 30)
+    assert not store.acquire_lease("scheduler", "b", 30)
+    clock.advance(20)
+    assert store.acquire_lease("scheduler", "a", 30)  # renew: now until 50
+    clock.advance(29)
+    assert not store.acquire_lease("scheduler", "b", 10)  # renewed, so not expired yet
+    clock.advance(2)
     assert store.acquire_lease("scheduler", "b", 10)  # a stopped renewing
     assert not store.acquire_lease("scheduler", "a", 10)
     store.release_lease("scheduler", "a")  # not a's: nothing happens

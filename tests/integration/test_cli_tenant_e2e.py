@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 import uvicorn
 
-from gpucaas.client._client import Client
-from gpucaas.control import ControlPlane, UpConfig
+from gpucaas.client import Client
+from gpucaas.control import ControlPlane, ControlPlaneConfig
 
 
 @dataclass
@@ -41,7 +41,9 @@ def gpucaas() -> str:
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     state = tmp_path_factory.mktemp("control")
-    plane = ControlPlane(UpConfig(state_dir=state, nodes=4, executor="process", grace_s=2))
+    plane = ControlPlane(
+        ControlPlaneConfig(state_dir=state, nodes=4, executor="process", grace_s=2)
+    )
     uv = uvicorn.Server(
         uvicorn.Config(plane.app, host="127.0.0.1", port=0, log_level="warning", access_log=False)
     )
@@ -162,7 +164,7 @@ def test_ps_describe_logs_and_stop(server: Server) -> None:
     assert stopped.returncode == 0, stopped.stderr
     assert stopped.stdout.startswith(cid)
     with api(server) as client:
-        assert client.wait(cid, timeout=10)["state"] == "stopped"
+        assert client.wait(cid, timeout=10).state == "stopped"
     active, everything = run_all(server, ("ps",), ("ps", "--all", "--json"))
     assert cid not in active.stdout
     mine = [c for c in json.loads(everything.stdout)["items"] if c["id"] == cid]

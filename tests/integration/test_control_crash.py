@@ -1,9 +1,9 @@
 """kill -9 of ``gpucaas up`` while containers run and requests arrive, then a restart.
 
-Every container is re-adopted (its shim outlived the control plane) or ends with how it ended
-(exit code read from the shim's files) or is ``lost`` with a reason; no GPU is allocated twice;
-the fabric holds exactly the partitions of the containers that hold GPUs; every request that
-got a 201 exists after the restart.
+Every container is re-adopted (its supervisor outlived the control plane) or ends with how it
+ended (exit code read from the supervisor's files) or is ``lost`` with a reason; no GPU is
+allocated twice; the fabric holds exactly the partitions of the containers that hold GPUs;
+every request that got a 201 exists after the restart.
 """
 
 from __future__ import annotations
@@ -85,10 +85,10 @@ def server(tmp_path: Path) -> Iterator[Server]:
         yield srv
     finally:
         srv.stop()
-        # Nothing may outlive the test: stop every shim we started.
-        for shim in (tmp_path / "containers").glob("*/shim.pid"):
+        # Nothing may outlive the test: stop every supervisor we started.
+        for supervisor in (tmp_path / "containers").glob("*/shim.pid"):
             try:
-                os.kill(json.loads(shim.read_text())["pid"], signal.SIGKILL)
+                os.kill(json.loads(supervisor.read_text())["pid"], signal.SIGKILL)
             except (OSError, ValueError, KeyError):
                 pass
         for started in (tmp_path / "containers").glob("*/started.json"):
@@ -139,16 +139,16 @@ def check_crash_recovery(
     long8 = run(8, "sleep 60")
     ends_while_down = run(4, "sleep 3; exit 5")
     long2 = run(2, "sleep 60")
-    shim_dies = run(1, "sleep 60")
-    for cid in (long8, ends_while_down, long2, shim_dies):
+    supervisor_dies = run(1, "sleep 60")
+    for cid in (long8, ends_while_down, long2, supervisor_dies):
         wait_for(t, cid, {"running"})
     waits = run(4, "sleep 60")  # 8 + 4 + 2 + 1 of 16 GPUs: no room for 4 more
     time.sleep(0.5)
     assert t.get(f"/v1/containers/{waits}").json()["state"] == "queued"
     before = {c: t.get(f"/v1/containers/{c}").json() for c in (long8, long2)}
-    shim_pids = {
+    supervisor_pids = {
         c: json.loads((server.state_dir / "containers" / c / "shim.pid").read_text())["pid"]
-        for c in (long8, long2, shim_dies)
+        for c in (long8, long2, supervisor_dies)
     }
 
     # Requests keep arriving while the server dies.
@@ -172,24 +172,24 @@ def check_crash_recovery(
     submitter.start()
     time.sleep(0.5)
     server.kill9()
-    os.kill(shim_pids[shim_dies], signal.SIGKILL)  # this one cannot be re-adopted
+    os.kill(supervisor_pids[supervisor_dies], signal.SIGKILL)  # this one cannot be re-adopted
     time.sleep(3.5)  # ends_while_down exits (code 5) while nobody watches
     server.start()
     time.sleep(0.5)
     stop_submitting.set()
     submitter.join()
 
-    # Re-adopted: same partition, same shim, still running.
+    # Re-adopted: same partition, same supervisor, still running.
     for cid in (long8, long2):
         now = t.get(f"/v1/containers/{cid}").json()
         assert now["state"] == "running", now
         assert now["partition"] == before[cid]["partition"]
         pid = json.loads((server.state_dir / "containers" / cid / "shim.pid").read_text())["pid"]
-        assert pid == shim_pids[cid]
+        assert pid == supervisor_pids[cid]
     # Ended while the control plane was down: the exit code survived.
     ended = wait_for(t, ends_while_down, FINAL)
     assert ended["state"] == "failed" and ended["exit_code"] == 5
-    lost = wait_for(t, shim_dies, FINAL)
+    lost = wait_for(t, supervisor_dies, FINAL)
     assert lost["state"] == "lost" and "shim" in lost["message"]
     # The queued one starts on the GPUs that were freed.
     wait_for(t, waits, {"running"})

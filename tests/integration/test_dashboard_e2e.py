@@ -19,7 +19,7 @@ import httpx
 import pytest
 import uvicorn
 
-from gpucaas.control import ControlPlane, Credentials, UpConfig
+from gpucaas.control import ControlPlane, ControlPlaneConfig, Credentials
 
 NODES = 6
 CHROMIUM_ARGS = [
@@ -62,7 +62,9 @@ class Served:
 @pytest.fixture
 def served(tmp_path: Path) -> Iterator[Served]:
     """A real control plane (6 boards, process executor) on an ephemeral port."""
-    plane = ControlPlane(UpConfig(state_dir=tmp_path / "state", nodes=NODES, executor="process"))
+    plane = ControlPlane(
+        ControlPlaneConfig(state_dir=tmp_path / "state", nodes=NODES, executor="process")
+    )
     creds = plane.bootstrap("http://127.0.0.1")
     assert creds is not None
     plane.start()

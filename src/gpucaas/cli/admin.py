@@ -3,14 +3,17 @@ admin token (``gpucaas up`` printed one)."""
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from gpucaas.errors import InvalidRequest
 
+if TYPE_CHECKING:
+    from gpucaas.client import BoardView, Tenant, Token
+
 from ._common import JsonOption, print_json, table
-from .tenant import TokenOption, UrlOption, api
+from .tenant import TokenOption, UrlOption, api, to_json
 
 app = typer.Typer(
     help="The operator's commands: tenants, tokens, the fleet (need an admin token).",
@@ -24,13 +27,13 @@ app.add_typer(token_app, name="token")
 _CELL = {"free": ".", "unhealthy": "x", "cordoned": "c", "reserved": "r"}
 
 
-def _tenant_row(t: dict[str, Any]) -> tuple[object, ...]:
+def _tenant_row(t: Tenant) -> tuple[object, ...]:
     return (
-        t["name"],
-        f"{t['gpus_in_use']}/{t['max_gpus']}",
-        f"{t['containers_active']}/{t['max_containers']}",
-        ",".join(t["nfs_exports"]) or "-",
-        t["created_at"],
+        t.name,
+        f"{t.gpus_in_use}/{t.max_gpus}",
+        f"{t.containers_active}/{t.max_containers}",
+        ",".join(t.nfs_exports) or "-",
+        t.created_at,
     )
 
 
@@ -38,29 +41,28 @@ _TENANT_HEADERS = ["NAME", "GPUS", "CONTAINERS", "NFS EXPORTS", "CREATED"]
 _TOKEN_HEADERS = ["ID", "TENANT", "LABEL", "CREATED", "REVOKED"]
 
 
-def _token_row(t: dict[str, Any]) -> tuple[object, ...]:
-    return (t["id"], t["tenant"] or "(admin)", t["label"] or "-", t["created_at"],
-            t["revoked_at"] or "-")  # fmt: skip
+def _token_row(t: Token) -> tuple[object, ...]:
+    return (t.id, t.tenant or "(admin)", t.label or "-", t.created_at, t.revoked_at or "-")
 
 
-def board_line(b: dict[str, Any]) -> tuple[object, ...]:
+def board_line(b: BoardView) -> tuple[object, ...]:
     """One board as a row: name, cordoned flag, 8 one-letter cells, its containers.
 
     A used GPU shows its tenant's initial in upper case; free ones on a cordoned board 'c'.
     """
     cells = ""
-    for g in b["gpus"]:
-        if g["state"] == "used":
-            cells += (g.get("tenant") or "?")[:1].upper()
-        elif g["state"] == "free" and b["cordoned"]:
+    for g in b.gpus:
+        if g.state == "used":
+            cells += (g.tenant or "?")[:1].upper()
+        elif g.state == "free" and b.cordoned:
             cells += "c"
         else:
-            cells += _CELL.get(g["state"], "?")
+            cells += _CELL.get(g.state, "?")
     held = " ".join(
-        f"{p['container'][:8]}({p['tenant']}):{','.join(str(m) for m in p['module_ids'])}"
-        for p in b["partitions"]
+        f"{p.container[:8]}({p.tenant}):{','.join(str(m) for m in p.module_ids)}"
+        for p in b.partitions
     )
-    return (b["name"], "yes" if b["cordoned"] else "-", cells, held or "-")
+    return (b.name, "yes" if b.cordoned else "-", cells, held or "-")
 
 
 _BOARD_HEADERS = ["BOARD", "CORDONED", "GPUS", "CONTAINERS"]
@@ -90,11 +92,11 @@ def tenant_create(
     with api(url, token) as client:
         created = client.create_tenant(name, max_gpus, max_containers, nfs_export or [])
     if as_json:
-        print_json(created)
+        print_json(to_json(created))
         return
-    typer.echo(table(_TENANT_HEADERS, [_tenant_row(created["tenant"])]))
-    typer.echo(f"token {created['token']['id']} (shown once; keep it):")
-    typer.echo(f"  {created['token']['token']}")
+    typer.echo(table(_TENANT_HEADERS, [_tenant_row(created.tenant)]))
+    typer.echo(f"token {created.token.id} (shown once; keep it):")
+    typer.echo(f"  {created.token.token}")
 
 
 @tenant_app.command("list")
@@ -108,7 +110,7 @@ def tenant_list(
     with api(url, token) as client:
         items = client.tenants()
     if as_json:
-        print_json({"items": items})
+        print_json({"items": [to_json(t) for t in items]})
         return
     typer.echo(table(_TENANT_HEADERS, [_tenant_row(t) for t in items]))
 
@@ -150,11 +152,11 @@ def token_create(
             raise InvalidRequest("give exactly one of --tenant NAME or --admin")
         created = client.create_token(tenant, label)
     if as_json:
-        print_json(created)
+        print_json(to_json(created))
         return
     typer.echo(table(_TOKEN_HEADERS, [_token_row(created)]))
     typer.echo("secret (shown once; keep it):")
-    typer.echo(f"  {created['token']}")
+    typer.echo(f"  {created.token}")
 
 
 @token_app.command("list")
@@ -171,7 +173,7 @@ def token_list(
     with api(url, token) as client:
         items = client.tokens(tenant)
     if as_json:
-        print_json({"items": items})
+        print_json({"items": [to_json(t) for t in items]})
         return
     typer.echo(table(_TOKEN_HEADERS, [_token_row(t) for t in items]))
 
@@ -190,9 +192,9 @@ def token_revoke(
     with api(url, token) as client:
         revoked = client.revoke_token(token_id)
     if as_json:
-        print_json(revoked)
+        print_json(to_json(revoked))
         return
-    typer.echo(f"token {revoked['id']} revoked at {revoked['revoked_at']}")
+    typer.echo(f"token {revoked.id} revoked at {revoked.revoked_at}")
 
 
 @app.command("fleet")
@@ -207,13 +209,13 @@ def fleet(url: UrlOption = None, token: TokenOption = None, as_json: JsonOption 
     with api(url, token) as client:
         view = client.fleet()
     if as_json:
-        print_json(view)
+        print_json(to_json(view))
         return
-    typer.echo(table(_BOARD_HEADERS, [board_line(b) for b in view["boards"]]))
+    typer.echo(table(_BOARD_HEADERS, [board_line(b) for b in view.boards]))
     typer.echo(
-        f"{len(view['boards'])} boards, {view['capacity']} GPUs: {view['allocated']} used, "
-        f"{view['free']} free; {view['partitions_active']} partitions active, "
-        f"{view['queued']} queued"
+        f"{len(view.boards)} boards, {view.capacity} GPUs: {view.allocated} used, "
+        f"{view.free} free; {view.partitions_active} partitions active, "
+        f"{view.queued} queued"
     )
 
 
@@ -235,7 +237,7 @@ def cordon(
     with api(url, token) as client:
         view = client.cordon(board, gpu, cordoned=not undo)
     if as_json:
-        print_json(view)
+        print_json(to_json(view))
         return
     typer.echo(table(_BOARD_HEADERS, [board_line(view)]))
 
@@ -254,10 +256,10 @@ def drain(
     with api(url, token) as client:
         result = client.drain(board)
     if as_json:
-        print_json(result)
+        print_json(to_json(result))
         return
-    stopping = result["stopping"]
+    stopping = result.stopping
     typer.echo(
-        f"board {result['board']} cordoned; stopping {len(stopping)} container(s)"
+        f"board {result.board} cordoned; stopping {len(stopping)} container(s)"
         + (": " + " ".join(stopping) if stopping else "")
     )

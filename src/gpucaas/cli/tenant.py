@@ -10,15 +10,21 @@ import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from gpucaas.client import ACTIVE_STATES, Client, ClientConfig, State
+from gpucaas._states import ACTIVE_STATES, State
 from gpucaas.errors import InvalidRequest
 from gpucaas.runtime import boot_budget
 
 from ._common import JsonOption, print_json, table, user_errors
+
+if TYPE_CHECKING:  # the client (httpx, pydantic) loads when a command calls the API, not for --help
+    from pydantic import BaseModel
+
+    from gpucaas.client import Client, Container
+
 
 UrlOption = Annotated[
     str | None,
@@ -43,6 +49,8 @@ TokenOption = Annotated[
 @contextmanager
 def api(url: str | None, token: str | None) -> Iterator[Client]:
     """The client for these flags, inside :func:`user_errors`, closed afterwards."""
+    from gpucaas.client import ClientConfig
+
     with user_errors():
         with ClientConfig.resolve(url, token).client() as client:
             yield client
@@ -79,28 +87,34 @@ def nfs_mount(value: str) -> dict[str, Any]:
     return {"server": server, "path": parts[0], "mount_path": parts[1], "read_only": read_only}
 
 
-def exit_status(container: dict[str, Any]) -> int:
+def exit_status(container: Container) -> int:
     """The shell exit status for a finished container: its code, else 0 if it succeeded."""
-    code = container.get("exit_code")
-    if isinstance(code, int):
+    code = container.exit_code
+    if code is not None:
         return code if 0 <= code <= 255 else (128 - code if -64 < code < 0 else 1)
-    return 0 if container["state"] == State.SUCCEEDED.value else 1
+    return 0 if container.state == State.SUCCEEDED else 1
 
 
-def _partition(c: dict[str, Any]) -> str:
-    p = c.get("partition")
+def to_json(model: BaseModel) -> dict[str, Any]:
+    """A reply model as the API's JSON object (what ``--json`` prints)."""
+    data: dict[str, Any] = model.model_dump(mode="json")
+    return data
+
+
+def _partition(c: Container) -> str:
+    p = c.partition
     if not p:
         return "-"
-    mods = ",".join(str(m) for m in p["module_ids"])
-    return f"{p['board']}/p{p['partition_id']}[{mods}]"
+    mods = ",".join(str(m) for m in p.module_ids)
+    return f"{p.board}/p{p.partition_id}[{mods}]"
 
 
-def _ended(c: dict[str, Any]) -> str:
-    line = f"{c['id']}: {c['state']}"
-    if c.get("exit_code") is not None:
-        line += f", exit code {c['exit_code']}"
-    if c.get("reason"):
-        line += f" ({c['reason']}{': ' + c['message'] if c.get('message') else ''})"
+def _ended(c: Container) -> str:
+    line = f"{c.id}: {c.state}"
+    if c.exit_code is not None:
+        line += f", exit code {c.exit_code}"
+    if c.reason:
+        line += f" ({c.reason}{': ' + c.message if c.message else ''})"
     return line
 
 
@@ -155,23 +169,21 @@ def run(
             body["max_runtime_s"] = max_runtime
         created = client.run(body)
         if not as_json:
-            typer.echo(created["id"])
-            typer.echo(
-                f"gpus: {created['gpus']} asked, partition size {created['gpus_granted']} granted"
-            )
-            typer.echo(f"state: {created['state']}")
+            typer.echo(created.id)
+            typer.echo(f"gpus: {created.gpus} asked, partition size {created.gpus_granted} granted")
+            typer.echo(f"state: {created.state}")
         if not (wait or follow):
             if as_json:
-                print_json(created)
+                print_json(to_json(created))
             return
         if follow:
             sys.stdout.flush()
-            for chunk in client.logs(created["id"], follow=True):
+            for chunk in client.logs(created.id, follow=True):
                 sys.stdout.buffer.write(chunk)
                 sys.stdout.buffer.flush()
-        final = client.wait(created["id"])
+        final = client.wait(created.id)
         if as_json:
-            print_json(final)
+            print_json(to_json(final))
         else:
             typer.echo(_ended(final), err=True)
     raise typer.Exit(exit_status(final))
@@ -196,21 +208,19 @@ def ps(
     """
     with api(url, token) as client:
         states = state or ([] if all_ else sorted(ACTIVE_STATES))
-        items = client.containers(
-            state=[s.value for s in states], label=pairs(label, "--label"), all_pages=True
-        )
+        items = client.containers(state=states, label=pairs(label, "--label"), all_pages=True)
     if as_json:
-        print_json({"items": items})
+        print_json({"items": [to_json(c) for c in items]})
         return
     rows = [
         (
-            c["id"],
-            c["name"] or "-",
-            c["image"],
-            f"{c['gpus']}/{c['gpus_granted']}",
-            c["state"] if c.get("exit_code") is None else f"{c['state']} ({c['exit_code']})",
+            c.id,
+            c.name or "-",
+            c.image,
+            f"{c.gpus}/{c.gpus_granted}",
+            c.state if c.exit_code is None else f"{c.state} ({c.exit_code})",
             _partition(c),
-            c["created_at"],
+            c.created_at,
         )
         for c in items
     ]
@@ -252,12 +262,12 @@ BOOT_SPANS = (
 time), and how it reads."""
 
 
-def _at(c: dict[str, Any], state: str) -> datetime | None:
-    stamp = c["created_at"] if state == "created" else c["timestamps"].get(state)
+def _at(c: Container, state: str) -> datetime | None:
+    stamp = c.created_at if state == "created" else c.timestamps.get(state)
     return None if stamp is None else datetime.fromisoformat(stamp)
 
 
-def boot_view(c: dict[str, Any]) -> dict[str, Any]:
+def boot_view(c: Container) -> dict[str, Any]:
     """The container's measured submit -> running spans (seconds, None until reached) next to
     the boot budget of a Kata GPU VM of its partition size and default memory."""
     measured: dict[str, float | None] = {}
@@ -265,7 +275,7 @@ def boot_view(c: dict[str, Any]) -> dict[str, Any]:
         t0, t1 = _at(c, start), _at(c, end)
         measured[f"{name}_s"] = None if t0 is None or t1 is None else (t1 - t0).total_seconds()
     try:
-        estimate: dict[str, Any] | None = boot_budget(c["gpus_granted"]).to_dict()
+        estimate: dict[str, Any] | None = boot_budget(c.gpus_granted).to_dict()
     except InvalidRequest:
         estimate = None
     return {
@@ -318,42 +328,42 @@ def describe(
         c = client.container(container_id)
     boot = boot_view(c)
     if as_json:
-        print_json({**c, "boot": boot})
+        print_json({**to_json(c), "boot": boot})
         return
-    part = c.get("partition")
+    part = c.partition
     fields: list[tuple[str, object]] = [
-        ("id", c["id"]),
-        ("name", c["name"] or "-"),
-        ("tenant", c["tenant"]),
-        ("image", c["image"]),
-        ("command", " ".join(c["command"]) or "-"),
-        ("args", " ".join(c["args"]) or "-"),
-        ("gpus", f"{c['gpus']} asked, partition size {c['gpus_granted']} granted"),
-        ("state", c["state"]),
-        ("reason", c["reason"] or "-"),
-        ("message", c["message"] or "-"),
-        ("exit code", "-" if c["exit_code"] is None else c["exit_code"]),
-        ("board", part["board"] if part else "-"),
-        ("partition id", part["partition_id"] if part else "-"),
-        ("module ids", ",".join(str(m) for m in part["module_ids"]) if part else "-"),
-        ("max runtime", f"{c['max_runtime_s']}s" if c["max_runtime_s"] else "-"),
-        ("boot seconds", "-" if c.get("boot_seconds") is None else c["boot_seconds"]),
-        ("created", c["created_at"]),
-        ("updated", c["updated_at"]),
+        ("id", c.id),
+        ("name", c.name or "-"),
+        ("tenant", c.tenant),
+        ("image", c.image),
+        ("command", " ".join(c.command) or "-"),
+        ("args", " ".join(c.args) or "-"),
+        ("gpus", f"{c.gpus} asked, partition size {c.gpus_granted} granted"),
+        ("state", c.state),
+        ("reason", c.reason or "-"),
+        ("message", c.message or "-"),
+        ("exit code", "-" if c.exit_code is None else c.exit_code),
+        ("board", part.board if part else "-"),
+        ("partition id", part.partition_id if part else "-"),
+        ("module ids", ",".join(str(m) for m in part.module_ids) if part else "-"),
+        ("max runtime", f"{c.max_runtime_s}s" if c.max_runtime_s else "-"),
+        ("boot seconds", "-" if c.boot_seconds is None else c.boot_seconds),
+        ("created", c.created_at),
+        ("updated", c.updated_at),
     ]
     width = max(len(k) for k, _ in fields) + 1
     for key, value in fields:
         typer.echo(f"{key + ':':<{width}} {value}")
-    for title, mapping in (("env", c["env"]), ("labels", c["labels"])):
+    for title, mapping in (("env", c.env), ("labels", c.labels)):
         typer.echo(f"{title}:" + ("" if mapping else " -"))
         for k, v in sorted(mapping.items()):
             typer.echo(f"  {k}={v}")
-    typer.echo("nfs:" + ("" if c["nfs"] else " -"))
-    for m in c["nfs"]:
-        mode = "ro" if m["read_only"] else "rw"
-        typer.echo(f"  {m['server']}:{m['path']} -> {m['mount_path']} ({mode})")
-    typer.echo("timestamps:" + ("" if c["timestamps"] else " -"))
-    for st, at in sorted(c["timestamps"].items(), key=lambda kv: kv[1]):
+    typer.echo("nfs:" + ("" if c.nfs else " -"))
+    for m in c.nfs:
+        mode = "ro" if m.read_only else "rw"
+        typer.echo(f"  {m.server}:{m.path} -> {m.mount_path} ({mode})")
+    typer.echo("timestamps:" + ("" if c.timestamps else " -"))
+    for st, at in sorted(c.timestamps.items(), key=lambda kv: kv[1]):
         typer.echo(f"  {st + ':':<{width}} {at}")
     for line in _boot_lines(boot):
         typer.echo(line)
@@ -377,7 +387,6 @@ def stop(
             c = client.stop(cid)
             stopped.append(c)
             if not as_json:
-                final = c["state"] in ("stopped", "succeeded", "failed", "lost")
-                typer.echo(f"{c['id']}  {c['state']}{'' if final else ' (stopping)'}")
+                typer.echo(f"{c.id}  {c.state}{'' if c.state.final else ' (stopping)'}")
     if as_json:
-        print_json({"items": stopped})
+        print_json({"items": [to_json(c) for c in stopped]})

@@ -99,12 +99,12 @@ def up(
 
     Example: gpucaas up --state-dir /tmp/gpucaas --nodes 10 --executor process
     """
-    from gpucaas.control import UpConfig, parse_toleration, serve  # loads only for `up`
+    from gpucaas.control import ControlPlaneConfig, parse_toleration, serve  # loads only for `up`
 
     with user_errors():
         tolerations = [parse_toleration(t) for t in toleration or ()]
         serve(
-            UpConfig(
+            ControlPlaneConfig(
                 state_dir=state_dir,
                 listen=listen,
                 nodes=nodes,

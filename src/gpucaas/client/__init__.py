@@ -1,7 +1,30 @@
-"""The client of the gpucaas HTTP API (what the tenant CLI uses), and the API's state names.
+"""The client of the gpucaas HTTP API (what the tenant CLI uses), the API's state names and
+the typed replies its calls return.
 
-Kept apart from :mod:`gpucaas.control` so a client imports httpx alone, not the server.
+Kept apart from :mod:`gpucaas.control`: a client imports httpx and the shared wire models
+(:mod:`gpucaas._wire`, pydantic), never the server.
 """
+
+from gpucaas._wire import (
+    ACTIVE_STATES,
+    FINAL_STATES,
+    BoardPartition,
+    BoardView,
+    Container,
+    ContainerCreate,
+    ContainerPage,
+    DrainResult,
+    Event,
+    FleetView,
+    GpuView,
+    NewToken,
+    NfsMount,
+    PartitionView,
+    State,
+    Tenant,
+    TenantCreated,
+    Token,
+)
 
 from ._client import (
     CONFIG_ENV,
@@ -16,7 +39,6 @@ from ._client import (
     ClientConfig,
     WaitTimeout,
 )
-from ._states import ACTIVE_STATES, FINAL_STATES, State
 
 __all__ = [
     "ACTIVE_STATES",
@@ -29,8 +51,23 @@ __all__ = [
     "ApiError",
     "ApiInvalidRequest",
     "ApiUnavailable",
+    "BoardPartition",
+    "BoardView",
     "Client",
     "ClientConfig",
+    "Container",
+    "ContainerCreate",
+    "ContainerPage",
+    "DrainResult",
+    "Event",
+    "FleetView",
+    "GpuView",
+    "NewToken",
+    "NfsMount",
+    "PartitionView",
     "State",
+    "Tenant",
+    "TenantCreated",
+    "Token",
     "WaitTimeout",
 ]

@@ -1,6 +1,7 @@
 """A small synchronous client of the HTTP API (what the ``gpucaas`` CLI calls).
 
-One method per API call; replies are the API's JSON as plain dicts. Every failure is a
+One method per API call; replies are the API's own typed models (:mod:`gpucaas._wire`, shared
+with the server and re-exported by :mod:`gpucaas.client`), like lightkube's. Every failure is a
 :class:`gpucaas.errors.GpucaasError`: HTTP errors become :class:`ApiError` subclasses that
 keep the server's status, type and message; an unreachable server becomes
 :class:`ApiUnavailable` naming the URL. httpx exceptions never escape.
@@ -16,6 +17,9 @@ keep the server's status, type and message; an unreachable server becomes
     │   ├── ApiUnavailable        503, other 5xx, connection errors (also ApiError)
     │   └── WaitTimeout           wait() ran out of time
     └── ApiError                  base of the three Api* errors
+
+A reply that is not the model the call expects (not a gpucaas API, or one too different from
+this client) is an :class:`ApiUnavailable` of type ``BadReply``.
 """
 
 from __future__ import annotations
@@ -31,10 +35,27 @@ from types import TracebackType
 from typing import Any, TypeVar
 
 import httpx
+from pydantic import BaseModel, ValidationError
 
+from gpucaas._wire import (
+    FINAL_STATES,
+    BoardView,
+    Container,
+    ContainerCreate,
+    ContainerPage,
+    DrainResult,
+    Event,
+    EventList,
+    FleetView,
+    NewToken,
+    State,
+    Tenant,
+    TenantCreated,
+    TenantList,
+    Token,
+    TokenList,
+)
 from gpucaas.errors import Conflict, GpucaasError, InvalidRequest, Unavailable
-
-from ._states import FINAL_STATES
 
 __all__ = [
     "DEFAULT_URL",
@@ -52,9 +73,9 @@ DEFAULT_URL = "http://127.0.0.1:8080"
 URL_ENV = "GPUCAAS_URL"
 TOKEN_ENV = "GPUCAAS_TOKEN"
 CONFIG_ENV = "GPUCAAS_CONFIG"
-FINAL_STATE_NAMES = frozenset(s.value for s in FINAL_STATES)
 
 _T = TypeVar("_T")
+_M = TypeVar("_M", bound=BaseModel)
 
 
 class ApiError(GpucaasError):
@@ -92,7 +113,7 @@ class ApiUnavailable(ApiError, Unavailable):
 class WaitTimeout(Unavailable):
     """The container did not reach the awaited states in time."""
 
-    def __init__(self, container_id: str, state: str, timeout: float) -> None:
+    def __init__(self, container_id: str, state: State | str, timeout: float) -> None:
         super().__init__(container_id, state, timeout)
         self.container_id = container_id
         self.state = state
@@ -271,7 +292,8 @@ class Client:
         params: Any = None,
         headers: Mapping[str, str] | None = None,
         safe: bool | None = None,
-    ) -> Any:
+    ) -> tuple[int, Any]:
+        """The reply's status and JSON (None when empty); an error status raises."""
         if safe is None:
             safe = method in ("GET", "PUT", "DELETE")
 
@@ -281,9 +303,9 @@ class Client:
         response = self._with_retry(once, safe=safe)
         self._raise_for(response)
         if response.status_code == 204 or not response.content:
-            return None
+            return response.status_code, None
         try:
-            return response.json()
+            return response.status_code, response.json()
         except ValueError as exc:
             raise ApiUnavailable(
                 response.status_code,
@@ -292,51 +314,92 @@ class Client:
                 "is it a gpucaas API?",
             ) from exc
 
+    def _reply(self, model: type[_M], method: str, path: str, **kwargs: Any) -> _M:
+        """Call, then read the reply as ``model``; a reply that is not one is a BadReply."""
+        status, data = self._call(method, path, **kwargs)
+        try:
+            return model.model_validate(data)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(p) for p in first["loc"]) or "the body"
+            raise ApiUnavailable(
+                status,
+                "BadReply",
+                f"{self.base_url} answered {method} {path} with something that is not a "
+                f"{model.__name__} ({where}: {first['msg']}); is it a gpucaas API of this "
+                "version?",
+            ) from exc
+
     # -- containers ------------------------------------------------------------------------
 
-    def run(self, body: Mapping[str, Any], idempotency_key: str | None = None) -> dict[str, Any]:
-        """``POST /v1/containers``; a retry resends the same Idempotency-Key."""
+    def run(
+        self, body: ContainerCreate | Mapping[str, Any], idempotency_key: str | None = None
+    ) -> Container:
+        """``POST /v1/containers``; a retry resends the same Idempotency-Key.
+
+        ``body`` is a :class:`ContainerCreate` or its JSON as a mapping (checked by the
+        server, whose 422 names each bad field).
+        """
         key = idempotency_key or str(uuid.uuid4())
-        result: dict[str, Any] = self._call(
-            "POST", "/v1/containers", json=dict(body), headers={"Idempotency-Key": key}, safe=True
+        if isinstance(body, ContainerCreate):
+            payload = body.model_dump(mode="json", exclude_unset=True)
+        else:
+            payload = dict(body)
+        return self._reply(
+            Container,
+            "POST",
+            "/v1/containers",
+            json=payload,
+            headers={"Idempotency-Key": key},
+            safe=True,
         )
-        return result
+
+    def container_page(
+        self,
+        state: Iterable[State | str] | None = None,
+        label: Mapping[str, str] | Iterable[str] | None = None,
+        limit: int | None = None,
+        page_token: str | None = None,
+    ) -> ContainerPage:
+        """One page of containers, newest first; its ``next_page_token`` fetches the next."""
+        labels = (
+            [f"{k}={v}" for k, v in label.items()] if isinstance(label, Mapping) else label or []
+        )
+        params: dict[str, Any] = {"state": [str(s) for s in state or ()], "label": list(labels)}
+        if limit is not None:
+            params["limit"] = limit
+        if page_token:
+            params["page_token"] = page_token
+        return self._reply(ContainerPage, "GET", "/v1/containers", params=params)
 
     def containers(
         self,
-        state: Iterable[str] | None = None,
+        state: Iterable[State | str] | None = None,
         label: Mapping[str, str] | Iterable[str] | None = None,
         limit: int | None = None,
         page_token: str | None = None,
         all_pages: bool = False,
-    ) -> list[dict[str, Any]]:
+    ) -> list[Container]:
         """Containers, newest first; with ``all_pages`` it follows ``next_page_token``."""
-        labels = (
-            [f"{k}={v}" for k, v in label.items()] if isinstance(label, Mapping) else label or []
-        )
-        params: dict[str, Any] = {"state": list(state or []), "label": list(labels)}
-        if limit is not None:
-            params["limit"] = limit
-        items: list[dict[str, Any]] = []
+        states = list(state or ())
+        labels = dict(label) if isinstance(label, Mapping) else list(label or ())
+        items: list[Container] = []
         token = page_token
         while True:
-            page = self._call(
-                "GET", "/v1/containers", params={**params, "page_token": token} if token else params
-            )
-            items.extend(page["items"])
-            token = page.get("next_page_token")
+            page = self.container_page(states, labels, limit, token)
+            items.extend(page.items)
+            token = page.next_page_token
             if not all_pages or not token:
                 return items
 
-    def container(self, container_id: str) -> dict[str, Any]:
-        result: dict[str, Any] = self._call("GET", f"/v1/containers/{_seg(container_id)}")
-        return result
+    def container(self, container_id: str) -> Container:
+        """One container, with the time it entered each state and its boot time."""
+        return self._reply(Container, "GET", f"/v1/containers/{_seg(container_id)}")
 
-    def events(self, container_id: str) -> list[dict[str, Any]]:
-        result: list[dict[str, Any]] = self._call(
-            "GET", f"/v1/containers/{_seg(container_id)}/events"
-        )["items"]
-        return result
+    def events(self, container_id: str) -> list[Event]:
+        """The container's state changes, oldest first."""
+        path = f"/v1/containers/{_seg(container_id)}/events"
+        return self._reply(EventList, "GET", path).items
 
     def logs(self, container_id: str, follow: bool = False) -> Iterator[bytes]:
         """The container's output as it arrives (``follow``: until it ends)."""
@@ -355,26 +418,29 @@ class Client:
         finally:
             response.close()
 
-    def stop(self, container_id: str) -> dict[str, Any]:
-        result: dict[str, Any] = self._call("DELETE", f"/v1/containers/{_seg(container_id)}")
-        return result
+    def stop(self, container_id: str) -> Container:
+        """Stop a container (idempotent); the reply is its state now."""
+        return self._reply(Container, "DELETE", f"/v1/containers/{_seg(container_id)}")
 
     def wait(
         self,
         container_id: str,
-        states: Iterable[str] = FINAL_STATE_NAMES,
+        states: Iterable[State | str] = FINAL_STATES,
         timeout: float | None = None,
         poll_s: float = 0.2,
-    ) -> dict[str, Any]:
-        """Poll until the container is in one of ``states`` (default: a final one)."""
+    ) -> Container:
+        """Poll until the container is in one of ``states`` (default: a final one).
+
+        Raises :class:`WaitTimeout` when ``timeout`` seconds pass first.
+        """
         wanted = {str(s) for s in states}
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             current = self.container(container_id)
-            if current["state"] in wanted:
+            if current.state in wanted:
                 return current
             if deadline is not None and time.monotonic() >= deadline:
-                raise WaitTimeout(container_id, current["state"], timeout or 0.0)
+                raise WaitTimeout(container_id, current.state, timeout or 0.0)
             time.sleep(poll_s)
 
     # -- admin -----------------------------------------------------------------------------
@@ -385,56 +451,46 @@ class Client:
         max_gpus: int | None = None,
         max_containers: int | None = None,
         nfs_exports: Iterable[str] = (),
-    ) -> dict[str, Any]:
+    ) -> TenantCreated:
         """Create a tenant; the reply holds its first token's secret (shown once)."""
         body: dict[str, Any] = {"name": name, "nfs_exports": list(nfs_exports)}
         if max_gpus is not None:
             body["max_gpus"] = max_gpus
         if max_containers is not None:
             body["max_containers"] = max_containers
-        result: dict[str, Any] = self._call("POST", "/v1/admin/tenants", json=body)
-        return result
+        return self._reply(TenantCreated, "POST", "/v1/admin/tenants", json=body)
 
-    def tenants(self) -> list[dict[str, Any]]:
-        result: list[dict[str, Any]] = self._call("GET", "/v1/admin/tenants")["items"]
-        return result
+    def tenants(self) -> list[Tenant]:
+        return self._reply(TenantList, "GET", "/v1/admin/tenants").items
 
     def delete_tenant(self, name: str) -> None:
         self._call("DELETE", f"/v1/admin/tenants/{_seg(name)}")
 
-    def create_token(self, tenant: str | None, label: str = "") -> dict[str, Any]:
+    def create_token(self, tenant: str | None, label: str = "") -> NewToken:
         """A new token of ``tenant``, or an admin token when ``tenant`` is None."""
         path = "/v1/admin/tokens" if tenant is None else f"/v1/admin/tenants/{_seg(tenant)}/tokens"
-        result: dict[str, Any] = self._call("POST", path, json={"label": label})
-        return result
+        return self._reply(NewToken, "POST", path, json={"label": label})
 
-    def tokens(self, tenant: str | None = None) -> list[dict[str, Any]]:
+    def tokens(self, tenant: str | None = None) -> list[Token]:
         params = {"tenant": tenant} if tenant is not None else None
-        result: list[dict[str, Any]] = self._call("GET", "/v1/admin/tokens", params=params)["items"]
-        return result
+        return self._reply(TokenList, "GET", "/v1/admin/tokens", params=params).items
 
-    def revoke_token(self, token_id: str) -> dict[str, Any]:
-        result: dict[str, Any] = self._call("DELETE", f"/v1/admin/tokens/{_seg(token_id)}")
-        return result
+    def revoke_token(self, token_id: str) -> Token:
+        return self._reply(Token, "DELETE", f"/v1/admin/tokens/{_seg(token_id)}")
 
-    def fleet(self) -> dict[str, Any]:
-        result: dict[str, Any] = self._call("GET", "/v1/admin/fleet")
-        return result
+    def fleet(self) -> FleetView:
+        return self._reply(FleetView, "GET", "/v1/admin/fleet")
 
-    def cordon(
-        self, board: str, module_id: int | None = None, cordoned: bool = True
-    ) -> dict[str, Any]:
+    def cordon(self, board: str, module_id: int | None = None, cordoned: bool = True) -> BoardView:
         """Cordon (or uncordon) a board, or one GPU of it; returns the board's view."""
         path = f"/v1/admin/boards/{_seg(board)}"
         if module_id is not None:
             path += f"/gpus/{module_id}"
-        result: dict[str, Any] = self._call("PUT", path + "/cordon", json={"cordoned": cordoned})
-        return result
+        return self._reply(BoardView, "PUT", path + "/cordon", json={"cordoned": cordoned})
 
-    def drain(self, board: str) -> dict[str, Any]:
+    def drain(self, board: str) -> DrainResult:
         """Cordon a board and stop its containers."""
-        result: dict[str, Any] = self._call("POST", f"/v1/admin/boards/{_seg(board)}/drain")
-        return result
+        return self._reply(DrainResult, "POST", f"/v1/admin/boards/{_seg(board)}/drain")
 
 
 def _seg(value: str) -> str:

@@ -1,9 +1,9 @@
 """The control plane: HTTP API, store, scheduler loop and backends (DESIGN.md)."""
 
-from gpucaas.client import State
+from gpucaas._wire import ContainerCreate, State, TenantCreate
 
-from ._api import Backend, BoardInfo, Phase, TenantSpec, Workload, WorkloadStatus
 from ._app import create_app
+from ._backend import Backend, BoardInfo, Phase, TenantSpec, Workload, WorkloadStatus
 from ._errors import (
     AlreadyExists,
     Forbidden,
@@ -22,19 +22,18 @@ from ._executor import (
 )
 from ._kubernetes import KubernetesBackend, PodDefaults
 from ._local import LocalBackend
-from ._models import ContainerCreate, TenantCreate
-from ._scheduler import Scheduler
-from ._store import Principal, Store, StoreUnavailable, sqlite_url
-from ._up import (
+from ._plane import (
     BACKENDS,
     EXECUTORS,
     ControlPlane,
+    ControlPlaneConfig,
     Credentials,
-    UpConfig,
     make_executor,
     parse_toleration,
     serve,
 )
+from ._scheduler import Scheduler
+from ._store import Principal, Store, StoreUnavailable, sqlite_url
 
 __all__ = [
     "BACKENDS",
@@ -44,6 +43,7 @@ __all__ = [
     "BoardInfo",
     "ContainerCreate",
     "ControlPlane",
+    "ControlPlaneConfig",
     "Credentials",
     "EngineExecutor",
     "EngineNotFound",
@@ -67,7 +67,6 @@ __all__ = [
     "TenantCreate",
     "TenantSpec",
     "Unauthenticated",
-    "UpConfig",
     "Workload",
     "WorkloadStatus",
     "create_app",

@@ -20,13 +20,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from sqlalchemy import RowMapping
 
-from gpucaas.client import State
-from gpucaas.errors import Conflict, GpucaasError, InvalidRequest, Unavailable
-from gpucaas.topology import get_model
-
-from ._api import Backend, TenantSpec
-from ._errors import Forbidden, NotFound, Unauthenticated
-from ._models import (
+from gpucaas._wire import (
     BoardPartition,
     BoardView,
     Container,
@@ -39,8 +33,10 @@ from ._models import (
     EventList,
     FleetView,
     GpuView,
+    Health,
     NewToken,
     PartitionView,
+    State,
     Tenant,
     TenantCreate,
     TenantCreated,
@@ -49,6 +45,11 @@ from ._models import (
     TokenCreate,
     TokenList,
 )
+from gpucaas.errors import Conflict, GpucaasError, InvalidRequest, Unavailable
+from gpucaas.topology import get_model
+
+from ._backend import Backend, TenantSpec
+from ._errors import Forbidden, NotFound, Unauthenticated
 from ._scheduler import Scheduler, new_workload, workload_of
 from ._store import DEFAULT_PAGE, MAX_PAGE, Principal, Store
 
@@ -457,8 +458,8 @@ def create_app(store: Store, scheduler: Scheduler, backend: Backend) -> FastAPI:
     # -- plumbing --------------------------------------------------------------------------
 
     @app.get("/healthz", tags=["ops"])
-    def healthz() -> dict[str, Any]:
-        return {"ok": True, "scheduler_passes": scheduler.passes, "backend": backend.name}
+    def healthz() -> Health:
+        return Health(ok=True, scheduler_passes=scheduler.passes, backend=backend.name)
 
     @app.get("/metrics", response_class=Response, tags=["ops"])
     def metrics() -> Response:

@@ -1,7 +1,7 @@
 """Executors: how the local backend really runs a container on this machine.
 
-Every container runs under a shim (:mod:`gpucaas.control._shim`), a small supervisor that
-outlives the control plane: after a crash, a new :class:`Executor` reads a container's
+Every container runs under a process supervisor (:mod:`gpucaas.control._supervisor`), a small
+process that outlives the control plane: after a crash, a new :class:`Executor` reads a container's
 :meth:`~Executor.status` from the files in its directory, so running containers are
 re-adopted and ended ones report how they ended.
 
@@ -10,11 +10,11 @@ re-adopted and ended ones report how they ended.
   passes the container's GPUs as CDI devices (``--device nvidia.com/gpu=0``), which the engine
   resolves through the host's CDI specs (``gpucaas node cdi generate``).
 
-The shim is started as a script, ``python -I .../_shim.py --detach ...`` (see
-:data:`SHIM_SCRIPT`), with ``--detach``: it forks, and the process the executor started exits
-as soon as the shim has written ``shim.pid``. The executor waits for that process (so it
-leaves no zombie and no ResourceWarning, and :meth:`~Executor.start` returns with the shim
-up); the shim itself is reparented, so nobody in the control plane has to reap it.
+The supervisor is started as a script, ``python -I .../_supervisor.py --detach ...`` (see
+:data:`SUPERVISOR_SCRIPT`), with ``--detach``: it forks, and the process the executor started exits
+as soon as the supervisor has written ``shim.pid``. The executor waits for that process (so it
+leaves no zombie and no ResourceWarning, and :meth:`~Executor.start` returns with the supervisor
+up); the supervisor itself is reparented, so nobody in the control plane has to reap it.
 """
 
 from __future__ import annotations
@@ -43,15 +43,15 @@ from gpucaas._files import write_atomically
 from gpucaas.cdi import CdiError, qualified_name
 from gpucaas.errors import Conflict, InvalidRequest, Unavailable
 
-from . import _shim
-from ._shim import (
+from . import _supervisor
+from ._supervisor import (
     DEFAULT_GRACE_S,
     EXIT,
     GRACE_PLACEHOLDER,
-    SHIM_LOG,
-    SHIM_PID,
     STARTED,
     STOP_REQUEST,
+    SUPERVISOR_LOG,
+    SUPERVISOR_PID,
     now_iso,
     proc_start_time,
 )
@@ -62,16 +62,16 @@ PROCESS_BANNER = (
 )
 """The first line of a process-executor container's log."""
 
-SHIM_START_TIMEOUT_S = 30.0
-"""How long :meth:`Executor.start` waits for the shim to write shim.pid."""
+SUPERVISOR_START_TIMEOUT_S = 30.0
+"""How long :meth:`Executor.start` waits for the supervisor to write shim.pid."""
 STOP_MARGIN_S = 5.0
 """How long :meth:`Executor.stop` waits for exit.json beyond the grace period."""
 _POLL_S = 0.02
 
 _CONTAINER_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
 _ENV_NAME = re.compile(r"[^=\x00]+")
-SHIM_SCRIPT = Path(_shim.__file__)
-"""The shim, run as a script with ``python -I``: it needs only the standard library, so it
+SUPERVISOR_SCRIPT = Path(_supervisor.__file__)
+"""The supervisor, run as a script with ``python -I``: it needs only the standard library, so it
 imports nothing of gpucaas (whatever ``gpucaas.control`` imports) and ignores the PYTHON*
 variables of the environment it passes on to the workload."""
 
@@ -97,7 +97,7 @@ class ExecutorRefused(InvalidRequest):
 
 
 class AlreadyRunning(Conflict):
-    """A container was started in a directory whose shim is still running it."""
+    """A container was started in a directory whose supervisor is still running it."""
 
     def __init__(self, container_id: str, directory: Path) -> None:
         super().__init__(container_id, str(directory))
@@ -127,7 +127,7 @@ class EngineNotFound(Unavailable):
 
 
 class ShimStartFailed(Unavailable):
-    """The shim did not come up; its own log says why."""
+    """The supervisor did not come up; its own log says why."""
 
     def __init__(self, container_id: str, directory: Path, detail: str) -> None:
         super().__init__(container_id, str(directory), detail)
@@ -138,7 +138,7 @@ class ShimStartFailed(Unavailable):
     def __str__(self) -> str:
         return (
             f"the shim of container {self.container_id!r} did not start: {self.detail}; "
-            f"see {self.directory / SHIM_LOG}"
+            f"see {self.directory / SUPERVISOR_LOG}"
         )
 
 
@@ -159,8 +159,10 @@ class EngineCommandFailed(Unavailable):
 
 
 @dataclass(frozen=True)
-class NfsMount:
-    """An NFS export mounted into the container (needs a container engine)."""
+class NfsVolume:
+    """An NFS export the engine mounts into the container as a volume (needs a container
+    engine). The executor's own plain copy of the API's :class:`gpucaas._wire.NfsMount`: it
+    checks its fields itself, since a :class:`Launch` may come from anywhere."""
 
     server: str
     path: str
@@ -184,7 +186,7 @@ class Launch:
     env: Mapping[str, str]
     directory: Path
     max_runtime_s: int | None = None
-    nfs: tuple[NfsMount, ...] = ()
+    nfs: tuple[NfsVolume, ...] = ()
     gpu_env: Mapping[str, str] = field(default_factory=dict)
     gpu_devices: tuple[str, ...] = ()
 
@@ -194,7 +196,7 @@ class Launch:
 
 
 class ExecState(enum.Enum):
-    """Where a container stands, as far as its shim's files tell."""
+    """Where a container stands, as far as its supervisor's files tell."""
 
     RUNNING = "running"
     EXITED = "exited"
@@ -215,7 +217,7 @@ class ExecStatus:
 
 
 class Executor(Protocol):
-    """Runs containers under a shim and reports on them from the shim's files."""
+    """Runs containers under a supervisor and reports on them from the supervisor's files."""
 
     name: str
 
@@ -224,7 +226,7 @@ class Executor(Protocol):
         ...
 
     def start(self, launch: Launch) -> None:
-        """Start ``launch`` under a shim; returns once the shim is up."""
+        """Start ``launch`` under a supervisor; returns once the supervisor is up."""
         ...
 
     def stop(
@@ -237,7 +239,7 @@ class Executor(Protocol):
     ) -> None:
         """Stop the container (SIGTERM, SIGKILL after ``grace_s``); no-op once it ended.
 
-        With ``wait=False`` it only asks the shim (which keeps the grace period) and returns.
+        With ``wait=False`` it only asks the supervisor (which keeps the grace period) and returns.
         """
         ...
 
@@ -286,10 +288,10 @@ def _alive(pid: object, start_time: object) -> bool:
     return proc_start_time(pid) == start_time
 
 
-class _ShimExecutor:
-    """What both executors share: starting the shim, reading its files, stopping it."""
+class _SupervisedExecutor:
+    """What both executors share: starting the supervisor, reading its files, stopping it."""
 
-    name: str = "shim"
+    name: str = "supervisor"
 
     def __init__(self, *, grace_s: float = DEFAULT_GRACE_S) -> None:
         self.grace_s = grace_s
@@ -299,7 +301,7 @@ class _ShimExecutor:
     def _workload(self, launch: Launch) -> list[str]:
         raise NotImplementedError
 
-    def _shim_env(self, launch: Launch) -> dict[str, str]:
+    def _supervisor_env(self, launch: Launch) -> dict[str, str]:
         raise NotImplementedError
 
     def _banner(self, launch: Launch) -> str | None:
@@ -309,9 +311,10 @@ class _ShimExecutor:
         return None
 
     def _after_signal(
-        self, container_id: str, directory: Path, grace_s: float, shim_alive: bool
+        self, container_id: str, directory: Path, grace_s: float, supervisor_alive: bool
     ) -> None:
-        """Called by :meth:`stop` after signalling the shim (``shim_alive``) or finding it gone."""
+        """Called by :meth:`stop` after signalling the supervisor (``supervisor_alive``) or
+        finding it gone."""
 
     # -- shared ----------------------------------------------------------------------------
 
@@ -341,16 +344,16 @@ class _ShimExecutor:
             )
 
     def start(self, launch: Launch) -> None:
-        """Start ``launch`` under a detached shim; returns once the shim has written its pid."""
+        """Start ``launch`` under a detached supervisor; returns once it has written its pid."""
         self.check(launch)
-        directory = launch.directory.resolve()  # the shim runs in it: no relative paths
+        directory = launch.directory.resolve()  # the supervisor runs in it: no relative paths
         launch = dataclasses.replace(launch, directory=directory)
         directory.mkdir(parents=True, exist_ok=True)
         if self.status(launch.container_id, directory).state is ExecState.RUNNING:
             raise AlreadyRunning(launch.container_id, directory)
-        for stale in (SHIM_PID, STARTED, EXIT, STOP_REQUEST):
+        for stale in (SUPERVISOR_PID, STARTED, EXIT, STOP_REQUEST):
             (directory / stale).unlink(missing_ok=True)
-        shim_args = [
+        supervisor_args = [
             "--detach",
             "--dir",
             str(directory),
@@ -358,48 +361,50 @@ class _ShimExecutor:
             repr(float(self.grace_s)),
         ]
         if launch.max_runtime_s is not None:
-            shim_args += ["--max-runtime-s", str(launch.max_runtime_s)]
+            supervisor_args += ["--max-runtime-s", str(launch.max_runtime_s)]
         banner = self._banner(launch)
         if banner:
-            shim_args += ["--banner", banner]
+            supervisor_args += ["--banner", banner]
         stop_cmd = self._stop_cmd(launch)
         if stop_cmd:
-            shim_args += ["--stop-cmd", json.dumps(stop_cmd)]
-        shim_args += ["--", *self._workload(launch)]
-        env = self._shim_env(launch)
-        code = _LAUNCHER.start(shim_args, env, directory)
-        if code is None:  # no launcher: a fresh interpreter per shim (slower, same result)
-            code = self._start_interpreter(launch, shim_args, env)
+            supervisor_args += ["--stop-cmd", json.dumps(stop_cmd)]
+        supervisor_args += ["--", *self._workload(launch)]
+        env = self._supervisor_env(launch)
+        code = _LAUNCHER.start(supervisor_args, env, directory)
+        if code is None:  # no launcher: a fresh interpreter per supervisor (slower, same result)
+            code = self._start_interpreter(launch, supervisor_args, env)
         if code != 0:
             raise ShimStartFailed(launch.container_id, directory, f"it exited with code {code}")
 
-    def _start_interpreter(self, launch: Launch, shim_args: list[str], env: dict[str, str]) -> int:
+    def _start_interpreter(
+        self, launch: Launch, supervisor_args: list[str], env: dict[str, str]
+    ) -> int:
         directory = launch.directory
-        argv = [sys.executable, "-I", str(SHIM_SCRIPT), *shim_args]
-        with open(directory / SHIM_LOG, "ab") as shim_log:
+        argv = [sys.executable, "-I", str(SUPERVISOR_SCRIPT), *supervisor_args]
+        with open(directory / SUPERVISOR_LOG, "ab") as supervisor_log:
             proc = subprocess.Popen(
                 argv,
                 stdin=subprocess.DEVNULL,
-                stdout=shim_log,
-                stderr=shim_log,
+                stdout=supervisor_log,
+                stderr=supervisor_log,
                 env=env,
                 cwd=directory,
                 start_new_session=True,
             )
         with proc:
             try:
-                return proc.wait(timeout=SHIM_START_TIMEOUT_S)
+                return proc.wait(timeout=SUPERVISOR_START_TIMEOUT_S)
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
                 raise ShimStartFailed(
                     launch.container_id,
                     directory,
-                    f"no shim.pid after {SHIM_START_TIMEOUT_S:g} s",
+                    f"no shim.pid after {SUPERVISOR_START_TIMEOUT_S:g} s",
                 ) from None
 
     def status(self, container_id: str, directory: Path) -> ExecStatus:
-        """The container's state, read from the shim's files in ``directory``."""
+        """The container's state, read from the supervisor's files in ``directory``."""
         try:
             return self._status(directory)
         except _Corrupt as err:
@@ -409,15 +414,15 @@ class _ShimExecutor:
         ended = self._exited(directory)
         if ended is not None:
             return ended
-        shim_path = directory / SHIM_PID
-        shim = _read_json(shim_path)
-        if shim is None:
+        pid_path = directory / SUPERVISOR_PID
+        supervisor = _read_json(pid_path)
+        if supervisor is None:
             return _lost(
-                f"never started: no {SHIM_PID} in {directory}",
+                f"never started: no {SUPERVISOR_PID} in {directory}",
                 "start the container (start() was not called here, or it failed)",
             )
-        pid = _get(shim, "pid", int, shim_path)
-        if _alive(pid, _get(shim, "start_time", int, shim_path)):
+        pid = _get(supervisor, "pid", int, pid_path)
+        if _alive(pid, _get(supervisor, "start_time", int, pid_path)):
             started = _read_json(directory / STARTED) or {}
             started_at = _get(started, "started_at", str, directory / STARTED)
             return ExecStatus(ExecState.RUNNING, None, "running", "", started_at, None)
@@ -432,7 +437,7 @@ class _ShimExecutor:
         )
         return _lost(
             f"the shim (pid {pid}) is gone without writing an exit status{still}",
-            f"how the container ended is unknown (see {directory / SHIM_LOG}); stop it to "
+            f"how the container ended is unknown (see {directory / SUPERVISOR_LOG}); stop it to "
             "make sure nothing is left running, then start it again",
         )
 
@@ -456,7 +461,7 @@ class _ShimExecutor:
         )
 
     def _workload_pid(self, directory: Path) -> int | None:
-        """The workload's pid if it is still the process the shim started, else None."""
+        """The workload's pid if it is still the process the supervisor started, else None."""
         try:
             started = _read_json(directory / STARTED)
         except _Corrupt:
@@ -477,18 +482,18 @@ class _ShimExecutor:
         """Stop the container and wait (up to ``grace_s`` + a margin) for it to end.
 
         Idempotent: nothing happens for a container that ended or never started. With
-        ``wait=False`` a live shim is only signalled (it keeps the grace period itself), and
+        ``wait=False`` a live supervisor is only signalled (it keeps the grace period itself), and
         an orphaned workload is killed at once; the call never blocks for the grace period.
         """
         try:
-            shim = _read_json(directory / SHIM_PID)
-            if shim is None or _read_json(directory / EXIT) is not None:
+            supervisor = _read_json(directory / SUPERVISOR_PID)
+            if supervisor is None or _read_json(directory / EXIT) is not None:
                 return
         except _Corrupt:
-            shim = {}
-        pid, start_time = shim.get("pid"), shim.get("start_time")
-        shim_alive = _alive(pid, start_time)
-        if shim_alive:
+            supervisor = {}
+        pid, start_time = supervisor.get("pid"), supervisor.get("start_time")
+        supervisor_alive = _alive(pid, start_time)
+        if supervisor_alive:
             assert isinstance(pid, int)
             write_atomically(
                 directory / STOP_REQUEST,
@@ -497,11 +502,11 @@ class _ShimExecutor:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGTERM)
         if not wait:
-            if not shim_alive:
-                self._after_signal(container_id, directory, 0.0, shim_alive)
+            if not supervisor_alive:
+                self._after_signal(container_id, directory, 0.0, supervisor_alive)
             return
-        self._after_signal(container_id, directory, grace_s, shim_alive)
-        if not shim_alive:
+        self._after_signal(container_id, directory, grace_s, supervisor_alive)
+        if not supervisor_alive:
             return
         give_up = time.monotonic() + grace_s + STOP_MARGIN_S
         while time.monotonic() < give_up:
@@ -511,9 +516,9 @@ class _ShimExecutor:
 
 
 class _Launcher:
-    """One long-lived ``_shim.py --launcher`` process that forks shims on request.
+    """One long-lived ``_supervisor.py --launcher`` process that forks supervisors on request.
 
-    A shim started by ``fork()`` from a loaded interpreter costs about a millisecond of CPU
+    A supervisor started by ``fork()`` from a loaded interpreter costs about a millisecond of CPU
     instead of a new interpreter's tens; on a busy control plane that is the difference
     between starting containers and starving the API. Shared by every executor in this
     process, started on first use, restarted once if it died. ``start`` returns None when
@@ -525,8 +530,13 @@ class _Launcher:
         self._proc: subprocess.Popen[bytes] | None = None
         self._broken = False
 
-    def start(self, shim_args: list[str], env: Mapping[str, str], cwd: Path) -> int | None:
-        request = {"argv": shim_args, "env": dict(env), "cwd": str(cwd), "log": str(cwd / SHIM_LOG)}
+    def start(self, supervisor_args: list[str], env: Mapping[str, str], cwd: Path) -> int | None:
+        request = {
+            "argv": supervisor_args,
+            "env": dict(env),
+            "cwd": str(cwd),
+            "log": str(cwd / SUPERVISOR_LOG),
+        }
         line = (json.dumps(request) + "\n").encode()
         with self._lock:
             for _attempt in range(2):
@@ -537,7 +547,7 @@ class _Launcher:
                 try:
                     proc.stdin.write(line)
                     proc.stdin.flush()
-                    ready, _, _ = select.select([proc.stdout], [], [], SHIM_START_TIMEOUT_S)
+                    ready, _, _ = select.select([proc.stdout], [], [], SUPERVISOR_START_TIMEOUT_S)
                     answer = proc.stdout.readline() if ready else b""
                 except OSError:
                     answer = b""
@@ -558,7 +568,7 @@ class _Launcher:
         self._drop()
         try:
             self._proc = subprocess.Popen(
-                [sys.executable, "-I", str(SHIM_SCRIPT), _shim.LAUNCHER_FLAG],
+                [sys.executable, "-I", str(SUPERVISOR_SCRIPT), _supervisor.LAUNCHER_FLAG],
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.DEVNULL,
@@ -592,7 +602,7 @@ _LAUNCHER = _Launcher()
 atexit.register(_LAUNCHER.close)
 
 
-class ProcessExecutor(_ShimExecutor):
+class ProcessExecutor(_SupervisedExecutor):
     """Runs the command as a host process: no isolation, no image, development only.
 
     The workload's environment is only PATH (the control plane's), HOME (the container's
@@ -619,7 +629,7 @@ class ProcessExecutor(_ShimExecutor):
     def _workload(self, launch: Launch) -> list[str]:
         return [*launch.command, *launch.args]
 
-    def _shim_env(self, launch: Launch) -> dict[str, str]:
+    def _supervisor_env(self, launch: Launch) -> dict[str, str]:
         return {
             "PATH": os.environ.get("PATH", os.defpath),
             "HOME": str(launch.directory),
@@ -632,11 +642,11 @@ class ProcessExecutor(_ShimExecutor):
         return PROCESS_BANNER + ignored
 
     def _after_signal(
-        self, container_id: str, directory: Path, grace_s: float, shim_alive: bool
+        self, container_id: str, directory: Path, grace_s: float, supervisor_alive: bool
     ) -> None:
-        """With the shim gone, stop an orphaned workload's process group directly."""
-        if shim_alive:
-            return  # the shim does it
+        """With the supervisor gone, stop an orphaned workload's process group directly."""
+        if supervisor_alive:
+            return  # the supervisor does it
         pid = self._workload_pid(directory)
         if pid is None:
             return
@@ -649,13 +659,13 @@ class ProcessExecutor(_ShimExecutor):
             os.killpg(pid, signal.SIGKILL)
 
 
-class EngineExecutor(_ShimExecutor):
+class EngineExecutor(_SupervisedExecutor):
     """Runs the container with a container engine's CLI (``podman`` or ``docker``).
 
     Parameters:
         engine: the engine's name, for messages and the default binary.
         binary: the command to run (a path, or a name looked up on PATH); default ``engine``.
-        grace_s: the grace period when the shim stops a container past its deadline.
+        grace_s: the grace period when the supervisor stops a container past its deadline.
         engine_args: extra options of ``<engine> run``, placed before the container's own
             (e.g. ``--runtime runc``, ``--ulimit nofile=1024:1024`` where the engine's
             defaults do not work on this host).
@@ -761,7 +771,7 @@ class EngineExecutor(_ShimExecutor):
             rest = [*launch.command[1:], *rest]
         return [*argv, launch.image, *rest]
 
-    def _shim_env(self, launch: Launch) -> dict[str, str]:
+    def _supervisor_env(self, launch: Launch) -> dict[str, str]:
         return dict(os.environ)  # the engine's CLI needs its own settings (XDG_*, DOCKER_*)
 
     def _stop_cmd(self, launch: Launch) -> list[str]:
@@ -774,7 +784,7 @@ class EngineExecutor(_ShimExecutor):
         ]
 
     def _after_signal(
-        self, container_id: str, directory: Path, grace_s: float, shim_alive: bool
+        self, container_id: str, directory: Path, grace_s: float, supervisor_alive: bool
     ) -> None:
         """Run ``<engine> stop -t <grace> gpucaas-<id>``; a container already gone is fine."""
         argv = [self.binary, "stop", "-t", str(math.ceil(grace_s))]
@@ -796,7 +806,7 @@ class EngineExecutor(_ShimExecutor):
             raise EngineCommandFailed(argv, done.returncode, done.stderr)
 
 
-def nfs_mount_option(mount: NfsMount) -> str:
+def nfs_mount_option(mount: NfsVolume) -> str:
     """The ``--mount`` value of an NFS volume (the local driver), in the engine's CSV syntax.
 
     The ``o=`` option holds a comma when read-only, so that field is quoted.

@@ -58,7 +58,7 @@ from gpucaas.errors import Conflict, InvalidRequest, Unavailable
 from gpucaas.node.health import parse_unhealthy_annotation
 from gpucaas.runtime import vm_memory_for
 
-from ._api import BoardInfo, Phase, TenantSpec, Workload, WorkloadStatus
+from ._backend import BoardInfo, Phase, TenantSpec, Workload, WorkloadStatus
 
 log = logging.getLogger(__name__)
 

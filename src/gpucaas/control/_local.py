@@ -24,9 +24,8 @@ from gpucaas.fabric import (
 )
 from gpucaas.topology import BoardModel, format_module_ids, module_ids_of
 
-from ._api import BoardInfo, Phase, TenantSpec, Workload, WorkloadStatus
-from ._executor import AlreadyRunning, ExecState, ExecStatus, Executor, Launch
-from ._executor import NfsMount as ExecNfsMount
+from ._backend import BoardInfo, Phase, TenantSpec, Workload, WorkloadStatus
+from ._executor import AlreadyRunning, ExecState, ExecStatus, Executor, Launch, NfsVolume
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +48,7 @@ def gpu_device_ids(model: BoardModel, module_ids: Sequence[int]) -> tuple[str, .
 
 class LocalBackend:
     """Parameters:
-    state_dir: where container directories (logs, shim files) and fabric state live.
+    state_dir: where container directories (logs, supervisor files) and fabric state live.
     model: the board model of every simulated board.
     nodes: how many boards.
     executor: what runs the containers (process, podman or docker).
@@ -60,7 +59,7 @@ class LocalBackend:
     def __init__(
         self, state_dir: Path | str, model: BoardModel, nodes: int, executor: Executor
     ) -> None:
-        # Absolute: shims run with the container's directory as their working directory.
+        # Absolute: supervisors run with the container's directory as their working directory.
         self.state_dir = Path(state_dir).resolve()
         self.model = model
         self.executor = executor
@@ -118,7 +117,7 @@ class LocalBackend:
             env=dict(w.env),
             directory=self.directory(w.container_id),
             max_runtime_s=w.max_runtime_s,
-            nfs=tuple(ExecNfsMount(m.server, m.path, m.mount_path, m.read_only) for m in w.nfs),
+            nfs=tuple(NfsVolume(m.server, m.path, m.mount_path, m.read_only) for m in w.nfs),
             gpu_env=gpu_env,
             gpu_devices=gpu_device_ids(self.model, w.module_ids),
         )
@@ -137,7 +136,7 @@ class LocalBackend:
             try:
                 controller.activate(workload.partition_id)
             except PartitionInUse:
-                # Active already only if a crash hit between activate and the shim; the
+                # Active already only if a crash hit between activate and the supervisor; the
                 # scheduler's reservation rules out another holder.
                 if workload.partition_id not in controller.status().desired:
                     raise

@@ -27,13 +27,12 @@ from typing import Any
 
 from sqlalchemy import RowMapping
 
-from gpucaas.client import State
+from gpucaas._wire import NfsMount, State
 from gpucaas.errors import GpucaasError, MisuseError
 from gpucaas.placement import Fleet, Placement, Queue, Request
 from gpucaas.topology import get_model, mask_of
 
-from ._api import Backend, BoardInfo, Phase, Workload, WorkloadStatus
-from ._models import NfsMount
+from ._backend import Backend, BoardInfo, Phase, Workload, WorkloadStatus
 from ._store import Reservation, Store
 
 log = logging.getLogger(__name__)
@@ -50,7 +49,7 @@ BOARDS_REFRESH_S = 1.0
 FOLLOW_RUNNING_S = 0.5
 """How often running workloads are asked for their status (starting ones: every pass)."""
 START_WORKERS = 8
-"""Workloads started at once: a start waits on the backend (a shim's process start, a pod
+"""Workloads started at once: a start waits on the backend (a supervisor's process start, a pod
 creation), so starts run beside the loop, never under its lock."""
 
 

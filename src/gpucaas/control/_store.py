@@ -41,7 +41,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.exc import IntegrityError, OperationalError
 
-from gpucaas.client import ACTIVE_STATES, State
+from gpucaas._wire import ACTIVE_STATES, ContainerCreate, State, TenantCreate
 from gpucaas.errors import InvalidRequest, Unavailable
 
 from . import _schema as s
@@ -54,7 +54,6 @@ from ._errors import (
     StateConflict,
     Unauthenticated,
 )
-from ._models import ContainerCreate, TenantCreate
 
 TOKEN_PREFIX = "gpc_"
 DEFAULT_PAGE = 50
@@ -108,10 +107,6 @@ class Reservation:
     gpus_granted: int
 
 
-def now() -> float:
-    return time.time()
-
-
 def hash_token(secret: str) -> str:
     """Tokens are 256-bit random strings, so one SHA-256 is enough (no password stretching)."""
     return hashlib.sha256(secret.encode()).hexdigest()
@@ -132,10 +127,15 @@ class Store:
     Parameters:
         url: ``sqlite:///PATH`` or ``postgresql+psycopg://…``.
         migrate: upgrade the schema to the newest migration on open (default).
+        clock: the wall clock (seconds since the epoch) that stamps rows and events and
+            times leases; tests pass a fake one, as :class:`Scheduler` takes ``clock``.
     """
 
-    def __init__(self, url: str, *, migrate: bool = True) -> None:
+    def __init__(
+        self, url: str, *, migrate: bool = True, clock: Callable[[], float] = time.time
+    ) -> None:
         self.url = url
+        self._clock = clock
         self.engine = _engine(url)
         self.dialect = self.engine.dialect.name
         if migrate:
@@ -187,7 +187,7 @@ class Store:
                         max_gpus=spec.max_gpus,
                         max_containers=spec.max_containers,
                         nfs_exports=list(spec.nfs_exports),
-                        created_at=now(),
+                        created_at=self._clock(),
                     )
                 )
                 secret, token = self._new_token(conn, spec.name, "created with the tenant")
@@ -253,7 +253,7 @@ class Store:
                 tenant=tenant,
                 hash=hash_token(secret),
                 label=label,
-                created_at=now(),
+                created_at=self._clock(),
                 revoked_at=None,
             )
         )
@@ -293,7 +293,7 @@ class Store:
             conn.execute(
                 update(s.tokens)
                 .where(s.tokens.c.id == token_id, s.tokens.c.revoked_at.is_(None))
-                .values(revoked_at=now())
+                .values(revoked_at=self._clock())
             )
             row = conn.execute(select(s.tokens).where(s.tokens.c.id == token_id)).mappings()
             found = row.first()
@@ -423,7 +423,7 @@ class Store:
         key: str | None,
         digest: str,
     ) -> RowMapping:
-        t = now()
+        t = self._clock()
         spec = body.model_dump(mode="json", include={"command", "args", "env", "nfs", "labels"})
         cid = secrets.token_hex(6)
         seq = conn.execute(
@@ -532,7 +532,7 @@ class Store:
                 conn.execute(
                     update(s.containers)
                     .where(c.seq == row["seq"])
-                    .values(stop_requested=True, stop_reason=reason, updated_at=now())
+                    .values(stop_requested=True, stop_reason=reason, updated_at=self._clock())
                 )
             return conn.execute(select(s.containers).where(c.seq == row["seq"])).mappings().one()
 
@@ -653,7 +653,7 @@ class Store:
     ) -> None:
         # A backend's time (another host's clock, a truncated second) never puts a state
         # before the one it follows.
-        t = max(at, float(row["updated_at"])) if at is not None else now()
+        t = max(at, float(row["updated_at"])) if at is not None else self._clock()
         values: dict[str, Any] = {
             "state": to.value,
             "reason": reason,
@@ -683,7 +683,11 @@ class Store:
                 return
             conn.execute(
                 insert(s.events).values(
-                    container_seq=seq, at=now(), state=row["state"], reason=reason, message=message
+                    container_seq=seq,
+                    at=self._clock(),
+                    state=row["state"],
+                    reason=reason,
+                    message=message,
                 )
             )
 
@@ -699,7 +703,7 @@ class Store:
     def acquire_lease(self, name: str, holder: str, ttl_s: float) -> bool:
         """Take or renew the lease ``name`` for ``ttl_s`` seconds; False while another
         holder's lease has not expired. Replicas sharing a store elect one scheduler so."""
-        t = now()
+        t = self._clock()
         lease = s.leases.c
         with self._tx() as conn:
             if self.dialect == "postgresql":
@@ -734,7 +738,9 @@ class Store:
             conn.execute(delete(s.cordons).where(key))
             if cordoned:
                 conn.execute(
-                    insert(s.cordons).values(board=board, module_id=module_id, created_at=now())
+                    insert(s.cordons).values(
+                        board=board, module_id=module_id, created_at=self._clock()
+                    )
                 )
 
     def cordons(self) -> list[tuple[str, int]]:

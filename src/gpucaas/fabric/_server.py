@@ -26,7 +26,7 @@ from typing import Any
 import grpc
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-from gpucaas._http import health_server
+from gpucaas._health import health_server
 from gpucaas.errors import GpucaasError, InvalidRequest
 
 from ._controller import ControllerStatus, FabricController, Observer

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 
-from gpucaas._http import health_server
+from gpucaas._health import health_server
 
 from ._plugin import DevicePlugin
 

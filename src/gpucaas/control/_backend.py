@@ -12,7 +12,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from ._models import NfsMount
+from gpucaas._wire import NfsMount
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,4 +1,10 @@
-"""The states of a container, as the API names them (shared by server and clients)."""
+"""A container's states, as the API names them: the state machine the server, the client and
+the CLI share.
+
+A shared leaf of the standard library alone, apart from the pydantic wire models
+(:mod:`gpucaas._wire`, which re-exports it), so the CLI can build its ``--state`` option
+without loading pydantic or the client just to print ``--help``.
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,12 @@
-"""What crosses the HTTP API: request bodies (validated, unknown fields refused) and replies."""
+"""What crosses the HTTP API, shared by the server (:mod:`gpucaas.control`) and the client
+(:mod:`gpucaas.client`): a container's states (from :mod:`gpucaas._states`, re-exported
+here), the request bodies (validated, unknown fields refused) and the replies.
+
+A shared leaf (DESIGN.md "Layers"): it imports only the standard library, pydantic and the
+states leaf, so the client carries no server dependency and the server does not import its
+own SDK. Reply models ignore fields they do not know, so an older client reads a newer
+server's replies.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +17,9 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from gpucaas.client import State
+from gpucaas._states import ACTIVE_STATES as ACTIVE_STATES
+from gpucaas._states import FINAL_STATES as FINAL_STATES
+from gpucaas._states import State as State
 
 MAX_GPUS = 8
 MAX_ARGV_ITEMS = 256
@@ -374,6 +384,14 @@ class CordonRequest(BaseModel):
 class DrainResult(BaseModel):
     board: str
     stopping: list[str]
+
+
+class Health(BaseModel):
+    """``GET /healthz``: the API answers, and how far the scheduler loop got."""
+
+    ok: bool
+    scheduler_passes: int
+    backend: str
 
 
 class ErrorBody(BaseModel):

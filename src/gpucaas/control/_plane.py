@@ -1,4 +1,5 @@
-"""``gpucaas up``: API + store + scheduler + the local backend in one process."""
+"""The control plane's composition root: API + store + scheduler + a backend, wired into one
+process from a :class:`ControlPlaneConfig` (``gpucaas up`` is its command; tests build it too)."""
 
 from __future__ import annotations
 
@@ -16,15 +17,15 @@ from pathlib import Path
 from typing import IO, Any
 
 from gpucaas._files import write_atomically
+from gpucaas._wire import TenantCreate
 from gpucaas.errors import Conflict, InvalidRequest
 from gpucaas.placement import get_policy
 from gpucaas.topology import get_model
 
-from ._api import Backend, TenantSpec
 from ._app import create_app
+from ._backend import Backend, TenantSpec
 from ._executor import EngineExecutor, Executor, ProcessExecutor
 from ._local import LocalBackend
-from ._models import TenantCreate
 from ._scheduler import DEFAULT_GRACE_S, Scheduler
 from ._store import Store, sqlite_url
 
@@ -37,7 +38,9 @@ DEMO_TENANT = "demo"
 
 
 @dataclass
-class UpConfig:
+class ControlPlaneConfig:
+    """What :class:`ControlPlane` builds: one field per ``gpucaas up`` option."""
+
     state_dir: Path
     listen: str = "127.0.0.1:8080"
     nodes: int = 100
@@ -180,7 +183,7 @@ class Credentials:
 class ControlPlane:
     """Everything ``gpucaas up`` runs, startable in-process (tests use it too)."""
 
-    def __init__(self, config: UpConfig, executor: Executor | None = None) -> None:
+    def __init__(self, config: ControlPlaneConfig, executor: Executor | None = None) -> None:
         if config.nodes < 1:
             raise InvalidRequest(f"--nodes must be at least 1, got {config.nodes}")
         if config.backend not in BACKENDS:
@@ -289,7 +292,7 @@ class ControlPlane:
         return creds
 
 
-def serve(config: UpConfig, *, announce: Any = print) -> None:
+def serve(config: ControlPlaneConfig, *, announce: Any = print) -> None:
     """Run until SIGINT/SIGTERM."""
     import uvicorn
 

@@ -1,23 +1,26 @@
-"""The shim: a tiny supervisor that runs one container's workload and records how it ended.
+"""The process supervisor: a tiny process that runs one container's workload and records how
+it ended (the local backend's; not the Kata containerd shim of the Kubernetes backend).
 
-Like conmon or containerd-shim, one shim runs per container and outlives the control plane
-(it is in its own session and, with ``--detach``, reparented away from its starter), so a
-control plane restarted after a crash re-adopts running containers, or reads how they ended,
-from files in the container's directory::
+Like conmon or containerd-shim, one supervisor runs per container and outlives the control
+plane (it is in its own session and, with ``--detach``, reparented away from its starter), so
+a control plane restarted after a crash re-adopts running containers, or reads how they
+ended, from files in the container's directory::
 
-    python -m gpucaas.control._shim --dir DIR [--max-runtime-s N] [--grace-s G]
+    python -m gpucaas.control._supervisor --dir DIR [--max-runtime-s N] [--grace-s G]
         [--banner TEXT] [--stop-cmd JSON] [--detach] -- ARGV...
 
-or, as the executors do, ``python -I path/to/_shim.py ...`` (standard library only, so it
-needs no import path and ignores the PYTHON* variables meant for the workload).
+or, as the executors do, ``python -I path/to/_supervisor.py ...`` (standard library only, so
+it needs no import path and ignores the PYTHON* variables meant for the workload).
 
-Files in DIR: ``shim.pid`` (the shim's pid and /proc start time, which guards against pid
-reuse), ``log`` (the workload's stdout and stderr), ``started.json`` (the workload's pid and
-start time), ``exit.json`` (written last: exit code, signal, reason, message), ``stop.json``
-(written by a stopper before it sends SIGTERM: the grace period it asks for) and ``shim.log``
-(the shim's own errors, written by whoever started it).
+Files in DIR (their names predate the module's and stay, so a control plane re-adopts the
+containers an older one started): ``shim.pid`` (the supervisor's pid and /proc start time,
+which guards against pid reuse), ``log`` (the workload's stdout and stderr),
+``started.json`` (the workload's pid and start time), ``exit.json`` (written last: exit
+code, signal, reason, message), ``stop.json`` (written by a stopper before it sends SIGTERM:
+the grace period it asks for) and ``shim.log`` (the supervisor's own errors, written by
+whoever started it).
 
-On SIGTERM (or SIGINT) the shim sends SIGTERM to the workload's process group, runs the
+On SIGTERM (or SIGINT) the supervisor sends SIGTERM to the workload's process group, runs the
 ``--stop-cmd`` if any (an engine's ``stop``), waits the grace period, then sends SIGKILL;
 past ``--max-runtime-s`` it does the same with reason ``deadline``.
 
@@ -45,8 +48,8 @@ from typing import Any
 
 from gpucaas._files import write_atomically
 
-SHIM_PID = "shim.pid"
-"""The shim's pid and /proc start time: ``{"pid": int, "start_time": int}``."""
+SUPERVISOR_PID = "shim.pid"
+"""The supervisor's pid and /proc start time: ``{"pid": int, "start_time": int}``."""
 LOG = "log"
 """The workload's stdout and stderr (appended)."""
 STARTED = "started.json"
@@ -54,9 +57,9 @@ STARTED = "started.json"
 EXIT = "exit.json"
 """How the workload ended: exit_code, signal, reason, message, finished_at."""
 STOP_REQUEST = "stop.json"
-"""``{"grace_s": float}``, written by a stopper just before it sends SIGTERM to the shim."""
-SHIM_LOG = "shim.log"
-"""The shim's own stdout and stderr (its tracebacks, the stop command's errors)."""
+"""``{"grace_s": float}``, written by a stopper just before it sends SIGTERM to the supervisor."""
+SUPERVISOR_LOG = "shim.log"
+"""The supervisor's own stdout and stderr (its tracebacks, the stop command's errors)."""
 
 DEFAULT_GRACE_S = 10.0
 """Seconds between SIGTERM and SIGKILL when nobody asks for another grace period."""
@@ -114,7 +117,7 @@ class _Signals:
 
 def _parse(argv: Sequence[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="python -m gpucaas.control._shim",
+        prog="python -m gpucaas.control._supervisor",
         description="Run one container's workload, supervised, and record how it ended.",
     )
     parser.add_argument("--dir", required=True, type=Path, help="the container's directory")
@@ -129,7 +132,7 @@ def _parse(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument(
         "--detach",
         action="store_true",
-        help="fork; the parent exits once shim.pid is written (so nobody must reap the shim)",
+        help="fork; the parent exits once shim.pid is written (so nobody must reap the supervisor)",
     )
     parser.add_argument("argv", nargs="+", help="the workload, after --")
     opts = parser.parse_args(argv)
@@ -142,7 +145,7 @@ def _parse(argv: Sequence[str]) -> argparse.Namespace:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the shim; with ``--detach``, the caller's process returns once the shim is up."""
+    """Run the supervisor; with ``--detach``, the caller's process returns once it is up."""
     opts = _parse(sys.argv[1:] if argv is None else argv)
     directory: Path = opts.dir
     directory.mkdir(parents=True, exist_ok=True)
@@ -161,10 +164,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _supervise(opts: argparse.Namespace, ready_fd: int | None) -> int:
     directory: Path = opts.dir
-    signals = _Signals()  # before shim.pid exists: nobody signals a shim it cannot find
+    signals = _Signals()  # before shim.pid exists: nobody signals a supervisor it cannot find
     pid = os.getpid()
     write_atomically(
-        directory / SHIM_PID, json.dumps({"pid": pid, "start_time": proc_start_time(pid)})
+        directory / SUPERVISOR_PID, json.dumps({"pid": pid, "start_time": proc_start_time(pid)})
     )
     if ready_fd is not None:
         os.write(ready_fd, b"1")
@@ -324,14 +327,14 @@ LAUNCHER_FLAG = "--launcher"
 
 
 def serve_launcher() -> int:
-    """``--launcher``: start shims by ``fork()`` from this small, already-loaded process.
+    """``--launcher``: start supervisors by ``fork()`` from this small, already-loaded process.
 
-    Starting a shim as a new interpreter costs tens of milliseconds of CPU; forking this
+    Starting a supervisor as a new interpreter costs tens of milliseconds of CPU; forking this
     one costs about one. Requests arrive on stdin, one JSON object per line:
-    ``{"argv": [shim arguments], "env": {...}, "cwd": DIR, "log": PATH}``; each is run as
+    ``{"argv": [supervisor arguments], "env": {...}, "cwd": DIR, "log": PATH}``; each is run as
     :func:`main` with those arguments in a forked child (stdout and stderr to ``log``), and
     ``{"rc": N}`` is answered on stdout once that child returned (with ``--detach``: once
-    the shim is up). Exits at end of input; the shims it started live on.
+    the supervisor is up). Exits at end of input; the supervisors it started live on.
     """
     for line in sys.stdin:
         try:
@@ -344,7 +347,7 @@ def serve_launcher() -> int:
             sys.stdout.flush()
             continue
         pid = os.fork()
-        if pid == 0:  # the child: becomes the starter of one shim
+        if pid == 0:  # the child: becomes the starter of one supervisor
             code = 1
             try:
                 null = os.open(os.devnull, os.O_RDONLY)

@@ -8,13 +8,19 @@ from typing import Any
 
 import pytest
 
-from gpucaas.control import ControlPlane, ProcessExecutor, TenantCreate, UpConfig, make_executor
-from gpucaas.control._up import StateDirBusy
+from gpucaas.control import (
+    ControlPlane,
+    ControlPlaneConfig,
+    ProcessExecutor,
+    TenantCreate,
+    make_executor,
+)
+from gpucaas.control._plane import StateDirBusy
 from gpucaas.errors import InvalidRequest
 
 
 def test_first_start_creates_admin_and_demo_tenant_once(tmp_path: Path) -> None:
-    plane = ControlPlane(UpConfig(state_dir=tmp_path, nodes=2, executor="process"))
+    plane = ControlPlane(ControlPlaneConfig(state_dir=tmp_path, nodes=2, executor="process"))
     try:
         creds = plane.bootstrap("http://127.0.0.1:1")
         assert creds is not None and creds.tenant == "demo"
@@ -29,13 +35,13 @@ def test_first_start_creates_admin_and_demo_tenant_once(tmp_path: Path) -> None:
 
 
 def test_one_control_plane_per_state_dir(tmp_path: Path) -> None:
-    first = ControlPlane(UpConfig(state_dir=tmp_path, nodes=1, executor="process"))
+    first = ControlPlane(ControlPlaneConfig(state_dir=tmp_path, nodes=1, executor="process"))
     try:
         with pytest.raises(StateDirBusy, match="another gpucaas up is running"):
-            ControlPlane(UpConfig(state_dir=tmp_path, nodes=1, executor="process"))
+            ControlPlane(ControlPlaneConfig(state_dir=tmp_path, nodes=1, executor="process"))
     finally:
         first.stop()
-    ControlPlane(UpConfig(state_dir=tmp_path, nodes=1, executor="process")).stop()
+    ControlPlane(ControlPlaneConfig(state_dir=tmp_path, nodes=1, executor="process")).stop()
 
 
 @pytest.mark.parametrize(
@@ -50,13 +56,13 @@ def test_one_control_plane_per_state_dir(tmp_path: Path) -> None:
 )
 def test_bad_options_say_what(tmp_path: Path, config: dict[str, object], needle: str) -> None:
     with pytest.raises(InvalidRequest, match=needle):
-        ControlPlane(UpConfig(state_dir=tmp_path, **config))  # type: ignore[arg-type]
+        ControlPlane(ControlPlaneConfig(state_dir=tmp_path, **config))  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize("listen", ["8080", "host:", "x:99999", "a:b"])
 def test_bad_listen_address(listen: str) -> None:
     with pytest.raises(InvalidRequest, match="HOST:PORT"):
-        UpConfig(state_dir=Path("."), listen=listen).host_port()
+        ControlPlaneConfig(state_dir=Path("."), listen=listen).host_port()
 
 
 def test_auto_executor_without_an_engine_is_the_process_one(
@@ -86,7 +92,7 @@ def test_engine_options_without_an_engine_are_refused(
 def test_an_operator_chosen_admin_token_is_installed_and_nothing_printed(tmp_path: Path) -> None:
     secret = "gpc_" + "k" * 43
     plane = ControlPlane(
-        UpConfig(state_dir=tmp_path, nodes=1, executor="process", admin_token=secret)
+        ControlPlaneConfig(state_dir=tmp_path, nodes=1, executor="process", admin_token=secret)
     )
     try:
         assert plane.bootstrap("http://x") is None
@@ -99,7 +105,7 @@ def test_an_operator_chosen_admin_token_is_installed_and_nothing_printed(tmp_pat
 
 def test_a_weak_admin_token_is_refused(tmp_path: Path) -> None:
     plane = ControlPlane(
-        UpConfig(state_dir=tmp_path, nodes=1, executor="process", admin_token="hunter2")
+        ControlPlaneConfig(state_dir=tmp_path, nodes=1, executor="process", admin_token="hunter2")
     )
     try:
         with pytest.raises(InvalidRequest, match="gpc_"):
@@ -110,14 +116,16 @@ def test_a_weak_admin_token_is_refused(tmp_path: Path) -> None:
 
 
 def test_a_relative_state_dir_works(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    # `make up` passes --state-dir .gpucaas: shims run in their own directory, so every path
+    # `make up` passes --state-dir .gpucaas: supervisors run in their own directory, so every path
     # they get must be absolute.
     import time
 
     from gpucaas.control import ContainerCreate
 
     monkeypatch.chdir(tmp_path)
-    plane = ControlPlane(UpConfig(state_dir=Path(".gpucaas"), nodes=1, executor="process"))
+    plane = ControlPlane(
+        ControlPlaneConfig(state_dir=Path(".gpucaas"), nodes=1, executor="process")
+    )
     try:
         plane.store.create_tenant(
             TenantCreate(name="t", max_gpus=8, max_containers=8, nfs_exports=[])
