@@ -9,7 +9,8 @@ a lazy import is still a dependency), plus what importing a package really loads
 3. A private ``_module`` of a package is imported only from inside that package. The root's
    own ``gpucaas._name`` modules are the shared leaves, importable by everyone.
 4. Shared leaves import only the standard library (and pydantic, for the wire models).
-5. ``import gpucaas.control`` loads neither grpc nor yaml (node-agent machinery).
+5. What the control plane imports from the node side (``gpucaas.cdi``, ``gpucaas.node.health``)
+   loads neither grpc nor yaml; the client loads no server dependency.
 
 ``test_the_checker_catches_each_kind`` shows each rule failing on a planted violation.
 """
@@ -161,12 +162,32 @@ def _loaded_by(statement: str) -> set[str]:
 @pytest.mark.parametrize(
     ("statement", "forbidden"),
     [
-        ("import gpucaas.control", {"grpc", "yaml"}),
         ("import gpucaas.client", {"fastapi", "sqlalchemy", "uvicorn", "grpc", "yaml"}),
         ("import gpucaas._files, gpucaas._jsonlog", {"grpc", "yaml", "pydantic", "fastapi"}),
+        # What the control plane takes from the node side: the CDI names and the
+        # unhealthy-GPU annotation. Only the device plugin loads gRPC.
+        ("import gpucaas.cdi", {"grpc", "yaml", "lightkube"}),
+        ("import gpucaas.node", {"grpc", "yaml", "lightkube", "prometheus_client"}),
+        ("import gpucaas.node.health", {"grpc", "yaml", "lightkube", "prometheus_client"}),
+        (
+            "import gpucaas.node.discovery, gpucaas.node.modulemap, gpucaas.node.vfio",
+            {"grpc", "yaml", "lightkube"},
+        ),
     ],
-    ids=["control-without-node-machinery", "client-without-server", "leaves-stdlib-only"],
+    ids=[
+        "client-without-server",
+        "leaves-stdlib-only",
+        "cdi",
+        "node",
+        "node-health",
+        "discovery-modulemap-vfio",
+    ],
 )
 def test_what_an_import_loads(statement: str, forbidden: set[str]) -> None:
     loaded = _loaded_by(statement) & forbidden
     assert not loaded, f"{statement!r} loads {sorted(loaded)}"
+
+
+def test_the_device_plugin_loads_grpc() -> None:
+    """The check above can see a module load: the device plugin does load gRPC."""
+    assert "grpc" in _loaded_by("import gpucaas.node.deviceplugin")
