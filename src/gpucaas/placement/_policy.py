@@ -30,8 +30,9 @@ class Policy(Protocol):
     randomized: bool
     """True when ties are broken by the fleet's seeded RNG instead of the node index."""
     node_ranks: tuple[float, ...]
-    """For a randomized policy: the chances of taking the best, second-best, … fitting board
-    (by score, then node index). Empty: any fitting board, uniformly."""
+    """For a randomized policy: the chances of taking the lowest-indexed fitting board, the
+    second-lowest, … (scores only say whether a board fits). Empty: any fitting board,
+    uniformly."""
 
     def score(self, model: BoardModel, gpus: int, blocked: GpuMask) -> int | None:
         """How much this policy likes a board in this state for ``gpus`` GPUs; None = no fit."""
