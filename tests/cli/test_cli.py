@@ -77,8 +77,8 @@ def test_sim_synthetic_all_policies_json(tmp_path: Path) -> None:
     assert code == 0, err
     data = json.loads(out)
     assert list(data["policies"]) == [
-        "adaptive-fit",
         "best-fit",
+        "adaptive-fit",
         "first-fit",
         "spread",
         "random",

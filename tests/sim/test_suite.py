@@ -88,7 +88,7 @@ def test_short_suite_report_holds_the_invariants(short_report: SuiteReport) -> N
     assert report.workloads
     assert report.invalid_by_valid_policies == 0
     for w in report.workloads:
-        assert [s.policy for s in w.scores] == list(POLICY_NAMES)
+        assert [s.policy for s in w.scores] == list(dict.fromkeys([DEFAULT_POLICY, *POLICY_NAMES]))
         fluid = w.score("fluid")
         if w.workload.mode == "dynamic":
             assert fluid.loss_pct == 0

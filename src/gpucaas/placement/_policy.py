@@ -291,8 +291,8 @@ class CountOnly:
 POLICIES: dict[str, Policy] = {
     p.name: p
     for p in (
-        AdaptiveFit(),
         BestFit(),
+        AdaptiveFit(),
         FirstFit(),
         Spread(),
         Random(),
