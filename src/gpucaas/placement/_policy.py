@@ -115,10 +115,11 @@ WHOLE_BOARD_SHARE = 0.3
 """:class:`AdaptiveFit` keeps the node order (``ordered`` mode) while whole-board placements
 hold at least this share of the allocated GPUs, and packs (``packed`` mode) below it.
 
-Measured (bench_quality, 12 × hgx-h100-8, 95 % load, 10 seeds, paired against best-fit):
-0.05 and 0.1 also switch on the Alibaba trace, where packing is better (5 boards: 1.195 %
-against 1.165 % lost); 0.2, 0.3 gain as much on the multi-GPU mixes and 0.3 never switches
-on the Alibaba trace."""
+Chosen on 12 × hgx-h100-8 at 95 % load (three synthetic mixes, 10 seeds, paired against
+best-fit) and the Alibaba trace: 0.05 and 0.1 also switch on the Alibaba trace, where
+packing is better (5 boards: 1.195 % against 1.165 % lost); 0.2 and 0.3 gain as much on the
+multi-GPU mixes, and 0.3 never switches on the Alibaba trace. ``bench_quality.py`` checks
+the choice on the whole suite."""
 
 
 class AdaptiveFit(_PartitionAware):
