@@ -87,13 +87,13 @@ def main() -> int:
             f" best-fit − fluid = {f['best_fit_minus_fluid_pct']:.3f} % of capacity-hours"
         )
         print(
-            f"  {'policy':<11} {'loss %cap':>9} {'loss %queued':>12} {'x best-fit':>10} "
+            f"  {'policy':<12} {'loss %cap':>9} {'loss %queued':>12} {'x best-fit':>10} "
             f"{'alloc %':>8} {'queued d':>8} {'invalid':>7}"
         )
         for name, p in f["policies"].items():  # type: ignore[attr-defined]
             ratio = "-" if p["loss_vs_best_fit"] is None else f"{p['loss_vs_best_fit']:.2f}"
             print(
-                f"  {name:<11} {p['fragmentation_loss_pct']:>9.3f} "
+                f"  {name:<12} {p['fragmentation_loss_pct']:>9.3f} "
                 f"{p['fragmentation_loss_pct_queued']:>12.2f} {ratio:>10} "
                 f"{p['allocation_pct']:>8.2f} {p['queued_days']:>8.1f} {p['invalid']:>7}"
             )
