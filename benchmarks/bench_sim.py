@@ -2,9 +2,9 @@
 
 Prints, for fleets of 4, 5, 6 and 8 hgx-h100-8 boards, every policy's fragmentation loss
 and its ratio to best-fit, plus the wall time of replaying the 8,152-pod default trace with
-all six policies. The baseline run in the same process is the ``fluid`` bound (quality) and
-the replay of the trace through the fluid pool alone (speed: what the event loop costs
-without boards).
+every policy (``POLICY_NAMES``). The baseline run in the same process is the ``fluid``
+bound (quality) and the replay of the trace through the fluid pool alone (speed: what the
+event loop costs without boards).
 
 Run: GPUCAAS_DATA=../shared/data .venv/bin/python benchmarks/bench_sim.py [--json]
 """
@@ -80,19 +80,20 @@ def main() -> int:
     print(f"{path.name}: {len(trace.pods)} GPU pods, loaded in {load_s * 1000:.0f} ms")
     for nodes, f in fleets.items():
         print(
-            f"\n{nodes} boards ({f['capacity_gpus']} GPUs): all 6 policies replayed in "
+            f"\n{nodes} boards ({f['capacity_gpus']} GPUs): all {len(f['policies'])} policies "
+            "replayed in "
             f"{f['replay_all_policies_s']:.2f} s (fluid alone {f['replay_fluid_only_s']:.2f} s,"
             f" ratio {f['replay_all_policies_s'] / max(f['replay_fluid_only_s'], 1e-9):.1f}x);"
             f" best-fit − fluid = {f['best_fit_minus_fluid_pct']:.3f} % of capacity-hours"
         )
         print(
-            f"  {'policy':<11} {'loss %cap':>9} {'loss %queued':>12} {'x best-fit':>10} "
+            f"  {'policy':<12} {'loss %cap':>9} {'loss %queued':>12} {'x best-fit':>10} "
             f"{'alloc %':>8} {'queued d':>8} {'invalid':>7}"
         )
         for name, p in f["policies"].items():  # type: ignore[attr-defined]
             ratio = "-" if p["loss_vs_best_fit"] is None else f"{p['loss_vs_best_fit']:.2f}"
             print(
-                f"  {name:<11} {p['fragmentation_loss_pct']:>9.3f} "
+                f"  {name:<12} {p['fragmentation_loss_pct']:>9.3f} "
                 f"{p['fragmentation_loss_pct_queued']:>12.2f} {ratio:>10} "
                 f"{p['allocation_pct']:>8.2f} {p['queued_days']:>8.1f} {p['invalid']:>7}"
             )

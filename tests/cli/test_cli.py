@@ -78,9 +78,12 @@ def test_sim_synthetic_all_policies_json(tmp_path: Path) -> None:
     data = json.loads(out)
     assert list(data["policies"]) == [
         "best-fit",
+        "adaptive-fit",
         "first-fit",
         "spread",
         "random",
+        "stock",
+        "stock-spread",
         "count-only",
         "fluid",
     ]
@@ -119,7 +122,7 @@ def test_sim_table_on_a_trace_file_in_inflation_mode(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--nodes", "2"], "give exactly one of --trace FILE or --synthetic SPEC"),
+        (["--nodes", "2"], "give exactly one of --trace FILE, --synthetic SPEC or --suite"),
         (["--synthetic", "pods=0", "--nodes", "2"], "pods=0 must be at least 1"),
         (["--synthetic", "", "--policy", "tetris"], "unknown placement policy 'tetris'"),
         (["--synthetic", "", "--board", "dgx-1"], "unknown board model 'dgx-1'"),

@@ -22,7 +22,7 @@ from gpucaas.topology import BoardModel, get_model
 MODELS = [get_model("hgx-h100-8"), get_model("hgx-b200-8")]
 MODEL_IDS = [m.name for m in MODELS]
 BOARD_POLICIES = sorted(POLICIES)
-DETERMINISTIC = ["best-fit", "count-only", "first-fit", "spread"]
+DETERMINISTIC = ["adaptive-fit", "best-fit", "count-only", "first-fit", "spread", "stock-spread"]
 TENANTS = ["acme", "globex", "initech"]
 SELECTORS: list[dict[str, str]] = [{}, {}, {}, {"zone": "a"}, {"zone": "b"}, {"zone": "mars"}]
 PROPERTY = settings(

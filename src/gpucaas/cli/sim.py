@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 from pathlib import Path
 from typing import Annotated
 
@@ -11,8 +12,10 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from gpucaas.errors import InvalidRequest
-from gpucaas.placement import DEFAULT_MAX_BYPASS
+from gpucaas.placement import DEFAULT_MAX_BYPASS, DEFAULT_POLICY, POLICY_NAMES
 from gpucaas.sim import (
+    FULL,
+    SHORT,
     DynamicResult,
     InflationResult,
     Result,
@@ -24,6 +27,7 @@ from gpucaas.sim import (
     load_trace,
     parse_policies,
     report_json,
+    run_suite,
     simulate,
     write_report,
 )
@@ -51,11 +55,8 @@ def sim(
     board: Annotated[str, typer.Option(help="Board model of every node.")] = "hgx-h100-8",
     policy: Annotated[
         str,
-        typer.Option(
-            help="Comma-separated policies, or 'all': best-fit, first-fit, spread, random, "
-            "count-only, fluid."
-        ),
-    ] = "best-fit",
+        typer.Option(help=f"Comma-separated policies, or 'all': {', '.join(POLICY_NAMES)}."),
+    ] = DEFAULT_POLICY,
     mode: Annotated[
         str,
         typer.Option(
@@ -80,15 +81,36 @@ def sim(
     report: Annotated[
         Path | None, typer.Option(help="Directory to write report.json and PNG plots into.")
     ] = None,
+    suite: Annotated[
+        bool,
+        typer.Option(
+            "--suite",
+            help="Run the placement quality suite instead (every policy on the Alibaba "
+            "traces and the synthetic mixes; minutes). Traces come from --data.",
+        ),
+    ] = False,
+    short: Annotated[
+        bool, typer.Option("--short", help="With --suite: its short form (seconds).")
+    ] = False,
+    data: Annotated[
+        Path | None,
+        typer.Option(
+            help="With --suite: the shared trace folder (default: $GPUCAAS_DATA); its "
+            "workloads are skipped when absent."
+        ),
+    ] = None,
     json_: JsonOption = False,
 ) -> None:
     """Replay a trace through the placement policies and print how each one did.
 
     Example: gpucaas sim --trace openb_pod_list_default.csv --nodes 6 --policy all
     """
+    if suite:
+        _suite(short=short, data=data, json_=json_)
+        return
     with user_errors():
         if (trace_path is None) == (synthetic is None):
-            raise InvalidRequest("give exactly one of --trace FILE or --synthetic SPEC")
+            raise InvalidRequest("give exactly one of --trace FILE, --synthetic SPEC or --suite")
         trace = (
             load_trace(trace_path, skip_bad=skip_bad)
             if trace_path is not None
@@ -112,6 +134,33 @@ def sim(
     typer.echo(_render(results))
     for path in written:
         typer.echo(f"wrote {path}")
+
+
+def _suite(*, short: bool, data: Path | None, json_: bool) -> None:
+    if data is None and os.environ.get("GPUCAAS_DATA"):
+        data = Path(os.environ["GPUCAAS_DATA"])
+    console = Console(stderr=True)
+    if json_:
+        result = run_suite(SHORT if short else FULL, data)
+    else:
+        with console.status("suite") as status:
+            result = run_suite(
+                SHORT if short else FULL, data, progress=lambda name: status.update(name)
+            )
+    if json_:
+        print_json(result.to_json())
+        return
+    typer.echo(f"fragmentation loss, % of capacity (mean±sd over seeds); default {result.default}")
+    typer.echo(result.table())
+    for line in result.skipped:
+        typer.echo(f"skipped: {line}")
+    missed = result.failures()
+    typer.echo(
+        f"invalid sets from partition-aware policies: {result.invalid_by_valid_policies}; "
+        f"targets missed: {len(missed)}"
+    )
+    for line in missed:
+        typer.echo(f"  {line}")
 
 
 def _run(config: SimConfig, trace: Trace, *, show_progress: bool) -> list[Result]:

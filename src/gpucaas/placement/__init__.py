@@ -10,15 +10,21 @@ from ._errors import DuplicateNode, NoFit, UnknownNode, UnknownPolicy
 from ._fleet import Fleet
 from ._fluid import FluidPool
 from ._policy import (
+    DEFAULT_POLICY,
     FLUID,
     POLICIES,
     POLICY_NAMES,
+    STOCK_NODE_RANKS,
+    WHOLE_BOARD_SHARE,
+    AdaptiveFit,
     BestFit,
     CountOnly,
     FirstFit,
     Policy,
     Random,
     Spread,
+    Stock,
+    StockSpread,
     get_policy,
 )
 from ._queue import DEFAULT_MAX_BYPASS, Queue, Scheduled
@@ -26,9 +32,13 @@ from ._types import BoardState, Code, Placement, Request, RequestId, Status
 
 __all__ = [
     "DEFAULT_MAX_BYPASS",
+    "DEFAULT_POLICY",
     "FLUID",
     "POLICIES",
     "POLICY_NAMES",
+    "STOCK_NODE_RANKS",
+    "WHOLE_BOARD_SHARE",
+    "AdaptiveFit",
     "Allocator",
     "BestFit",
     "BoardState",
@@ -48,6 +58,8 @@ __all__ = [
     "Scheduled",
     "Spread",
     "Status",
+    "Stock",
+    "StockSpread",
     "UnknownNode",
     "UnknownPolicy",
     "get_policy",

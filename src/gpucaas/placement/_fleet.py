@@ -19,6 +19,7 @@ RNG, seeded at construction.
 from __future__ import annotations
 
 import heapq
+import itertools
 import random
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -28,7 +29,7 @@ from gpucaas.errors import InvalidRequest, MisuseError
 from gpucaas.topology import BoardModel, GpuMask, ModuleId, PartitionId, SizeOutOfRange
 
 from ._errors import DuplicateNode, UnknownNode
-from ._policy import Policy, get_policy
+from ._policy import DEFAULT_POLICY, Policy, get_policy
 from ._types import BoardState, Code, Placement, Request, RequestId, Status
 
 _NOT_INDEXED = -1
@@ -118,6 +119,9 @@ class _Plan:
     """Fitting shape keys as bit sets (see ``_key_bits``) with their score, best first."""
     idle_masks: list[tuple[int, int]]
     """The same, only shapes of idle boards (for exclusive requests)."""
+    fitting: int = 0
+    """Every fitting shape key, as one bit set (what a randomized policy draws from)."""
+    idle_fitting: int = 0
 
 
 class _Pool:
@@ -152,8 +156,12 @@ class Fleet:
         index: False runs every decision as a full scan over the boards (the baseline).
     """
 
-    def __init__(self, policy: Policy | str = "best-fit", *, seed: int = 0, index: bool = True):
+    def __init__(
+        self, policy: Policy | str = DEFAULT_POLICY, *, seed: int = 0, index: bool = True
+    ) -> None:
         self.policy: Policy = get_policy(policy) if isinstance(policy, str) else policy
+        self._slots: dict[int, int] = {id(self.policy): 0}
+        """Plan-cache slot of each policy ``policy.select`` returned (0: the policy itself)."""
         self._rng = random.Random(seed)
         self._index = index
         self._boards: dict[str, _Board] = {}
@@ -167,6 +175,8 @@ class Fleet:
         self._capacity = 0
         self._free = 0
         self._allocated = 0
+        self._whole = 0
+        """GPUs held by whole-board placements (what ``adaptive-fit`` selects its mode on)."""
         self._decisions = 0
         self._started: dict[RequestId, int] = {}
         """When each running placement started, in placement decisions (see reserve)."""
@@ -255,17 +265,23 @@ class Fleet:
             if held is not None:
                 return held
         pools = self._eligible_pools(request.node_selector)
+        policy = self.policy.select(self._allocated, self._whole)
+        slot = self._slots.get(id(policy))
+        if slot is None:
+            slot = self._slots[id(policy)] = len(self._slots)
+        # Plans are cached per (ask, policy slot); asks no board holds share key 0 (no plan).
+        plan_key = (request.gpus if 0 <= request.gpus < 256 else 0) | slot << 8
         best: _Board | None = None
-        if self.policy.randomized:
-            candidates = [
-                b for b in self._candidates(request, pools) if self._score(b, request) is not None
-            ]
-            if candidates:
-                best = candidates[self._rng.randrange(len(candidates))]
+        if policy.randomized:
+            best = (
+                self._indexed_draw(request, pools, policy, plan_key)
+                if self._index
+                else self._drawn_choice(request, pools, policy)
+            )
         elif self._index:
-            best = self._indexed_choice(request, pools)
+            best = self._indexed_choice(request, pools, policy, plan_key)
         else:
-            best = self._scan_choice(request, pools)
+            best = self._scan_choice(request, pools, policy)
         if best is None:
             if request.id in self._reservations:
                 board = self._reservations[request.id].board
@@ -276,13 +292,13 @@ class Fleet:
             self.cancel_reservation(request.id)
         choice = None
         if best.key != _NOT_INDEXED:
-            plan = best.pool.plans.get(request.gpus)
+            plan = best.pool.plans.get(plan_key)
             if plan is not None:
                 choice = plan.choices[best.key]
         if choice is None:
-            choice = self.policy.choose(best.model, request.gpus, best.blocked)
+            choice = policy.choose(best.model, request.gpus, best.blocked)
         if choice is None:  # pragma: no cover - score and choose disagree: a policy bug
-            raise MisuseError(f"policy {self.policy.name} scored {best.name} but chose nothing")
+            raise MisuseError(f"policy {policy.name} scored {best.name} but chose nothing")
         mask, partition_id = choice
         return self._commit(best, request, mask, partition_id)
 
@@ -332,6 +348,8 @@ class Fleet:
         del board.placements[rid]
         board.used &= ~placement.mask
         self._allocated -= placement.gpus
+        if placement.gpus == board.model.gpu_count:
+            self._whole -= placement.gpus
         if board.claim is not None and not any(p.exclusive for p in board.placements.values()):
             self._claims[board.claim].pop(board.index, None)
             board.claim = None
@@ -506,8 +524,8 @@ class Fleet:
             pools = self._pools_for[key] = [p for p in self._pools.values() if p.matches(selector)]
         return pools
 
-    def _plan(self, model: BoardModel, gpus: int) -> _Plan | None:
-        cache_key = (id(model), gpus)
+    def _plan(self, model: BoardModel, gpus: int, policy: Policy, plan_key: int) -> _Plan | None:
+        cache_key = (id(model), plan_key)
         try:
             return self._plans[cache_key]
         except KeyError:
@@ -520,10 +538,10 @@ class Fleet:
             choices: list[tuple[GpuMask, PartitionId | None] | None] = [None] * (2 * busy_bit)
             by_score: dict[int, list[int]] = {}
             for blocked in range(busy_bit):
-                score = self.policy.score(model, gpus, blocked)
+                score = policy.score(model, gpus, blocked)
                 if score is None:
                     continue
-                choice = self.policy.choose(model, gpus, blocked)
+                choice = policy.choose(model, gpus, blocked)
                 for key in (blocked, blocked | busy_bit):
                     scores[key] = score
                     choices[key] = choice
@@ -533,7 +551,14 @@ class Fleet:
             idle = [[k for k in g if not k & busy_bit] for g in groups]
             masks = [(_key_bits(g), s) for g, s in zip(groups, order, strict=True)]
             idle_masks = [(_key_bits(g), s) for g, s in zip(idle, order, strict=True) if g]
-            plan = _Plan(scores, choices, masks, idle_masks)
+            plan = _Plan(
+                scores,
+                choices,
+                masks,
+                idle_masks,
+                _key_bits(k for g in groups for k in g),
+                _key_bits(k for g in idle for k in g),
+            )
         except SizeOutOfRange:
             plan = None
         self._plans[cache_key] = plan
@@ -558,17 +583,99 @@ class Fleet:
                 if not board.cordoned and board.pool in pools:
                     yield board
 
-    def _score(self, board: _Board, request: Request) -> int | None:
+    def _score(self, board: _Board, request: Request, policy: Policy) -> int | None:
         try:
-            return self.policy.score(board.model, request.gpus, board.blocked)
+            return policy.score(board.model, request.gpus, board.blocked)
         except SizeOutOfRange:
             return None
 
-    def _scan_choice(self, request: Request, pools: list[_Pool]) -> _Board | None:
+    def _indexed_draw(
+        self, request: Request, pools: list[_Pool], policy: Policy, plan_key: int
+    ) -> _Board | None:
+        """:meth:`_drawn_choice` from the index: the fitting boards are the members of the
+        buckets of fitting shapes, read as sets (C speed) instead of scored one by one.
+        Same odds as the scan, not the same draws (set order is not node order)."""
+        found: list[tuple[_Pool, set[int]]] = []
+        total = 0
+        for pool in pools:
+            if not pool.nonempty:
+                continue
+            try:
+                plan = pool.plans[plan_key]
+            except KeyError:
+                plan = pool.plans[plan_key] = self._plan(pool.model, request.gpus, policy, plan_key)
+            if plan is None:
+                continue
+            hit = pool.nonempty & (plan.idle_fitting if request.exclusive else plan.fitting)
+            while hit:
+                low = hit & -hit
+                members = pool.buckets[low.bit_length() - 1].members
+                found.append((pool, members))
+                total += len(members)
+                hit ^= low
+        claimed: list[_Board] = []
+        if request.exclusive:
+            for board in self._claims.get(request.tenant, {}).values():
+                if (
+                    not board.cordoned
+                    and board.pool in pools
+                    and self._score(board, request, policy) is not None
+                ):
+                    claimed.append(board)
+            total += len(claimed)
+        if not total:
+            return None
+        ranks = policy.node_ranks
+        if ranks:
+            by_index: list[_Board] = [
+                pool.boards[i]
+                for pool, members in found
+                for i in heapq.nsmallest(len(ranks), members)
+            ]
+            top = heapq.nsmallest(len(ranks), by_index + claimed, key=lambda b: b.index)
+            return self._pick_ranked(top, ranks)
+        draw = self._rng.randrange(total)
+        for pool, members in found:
+            if draw < len(members):
+                return pool.boards[next(itertools.islice(members, draw, None))]
+            draw -= len(members)
+        return claimed[draw]
+
+    def _pick_ranked(self, top: list[_Board], ranks: tuple[float, ...]) -> _Board:
+        """The k-th of ``top`` (fitting boards by node index) with chance ``ranks[k]``."""
+        weights = ranks[: len(top)]
+        draw = self._rng.random() * sum(weights)
+        for weight, board in zip(weights, top, strict=False):
+            draw -= weight
+            if draw < 0:
+                return board
+        return top[-1]
+
+    def _drawn_choice(self, request: Request, pools: list[_Pool], policy: Policy) -> _Board | None:
+        """A randomized policy's board: uniform among the fitting ones, or the k-th best
+        (by score, then node index) with the chances of ``policy.node_ranks``."""
+        ranks = policy.node_ranks
+        if not ranks:
+            candidates = [
+                b
+                for b in self._candidates(request, pools)
+                if self._score(b, request, policy) is not None
+            ]
+            return candidates[self._rng.randrange(len(candidates))] if candidates else None
+        fitting = [
+            b
+            for b in self._candidates(request, pools)
+            if self._score(b, request, policy) is not None
+        ]
+        if not fitting:
+            return None
+        return self._pick_ranked(heapq.nsmallest(len(ranks), fitting, key=lambda b: b.index), ranks)
+
+    def _scan_choice(self, request: Request, pools: list[_Pool], policy: Policy) -> _Board | None:
         best: _Board | None = None
         best_score = 0
         for board in self._candidates(request, pools):
-            score = self._score(board, request)
+            score = self._score(board, request, policy)
             if score is not None and (
                 best is None
                 or score > best_score
@@ -577,7 +684,9 @@ class Fleet:
                 best, best_score = board, score
         return best
 
-    def _indexed_choice(self, request: Request, pools: list[_Pool]) -> _Board | None:
+    def _indexed_choice(
+        self, request: Request, pools: list[_Pool], policy: Policy, plan_key: int
+    ) -> _Board | None:
         best: _Board | None = None
         best_score = 0
         gpus = request.gpus
@@ -586,9 +695,9 @@ class Fleet:
             if not nonempty:
                 continue
             try:
-                plan = pool.plans[gpus]
+                plan = pool.plans[plan_key]
             except KeyError:
-                plan = pool.plans[gpus] = self._plan(pool.model, gpus)
+                plan = pool.plans[plan_key] = self._plan(pool.model, gpus, policy, plan_key)
             if plan is None:
                 continue
             # The first score group (best first) with a non-empty bucket; its lowest node.
@@ -621,7 +730,7 @@ class Fleet:
             for board in self._claims.get(request.tenant, {}).values():
                 if board.cordoned or board.pool not in pools:
                     continue
-                s = self._score(board, request)
+                s = self._score(board, request, policy)
                 if s is not None and (
                     best is None or s > best_score or (s == best_score and board.index < best.index)
                 ):
@@ -664,6 +773,8 @@ class Fleet:
         self._decisions += 1
         self._started[rid] = self._decisions
         self._allocated += gpus
+        if gpus == board.model.gpu_count:
+            self._whole += gpus
         if request.exclusive and board.claim is None:
             board.claim = request.tenant
             self._claims.setdefault(request.tenant, {})[board.index] = board
