@@ -189,3 +189,14 @@ def test_every_command_has_help_with_an_example_and_is_documented(
     assert f"## {title}\n" in DOCS.read_text(), (
         f"{title} is missing from docs/cli.md; run scripts/cli-docs"
     )
+
+
+def test_up_defaults_to_the_placement_default_policy() -> None:
+    """``gpucaas up`` spells the default policy out (its help must not import placement);
+    it must be the one placement names."""
+    import inspect
+
+    from gpucaas.cli.up import up
+    from gpucaas.placement import DEFAULT_POLICY
+
+    assert inspect.signature(up).parameters["policy"].default == DEFAULT_POLICY

@@ -49,7 +49,9 @@ def up(
             "several replicas.",
         ),
     ] = None,
-    policy: Annotated[str, typer.Option(help="Placement policy.")] = "best-fit",
+    policy: Annotated[
+        str, typer.Option(help="Placement policy (gpucaas sim --policy all compares them).")
+    ] = "adaptive-fit",
     backend: Annotated[
         str,
         typer.Option(

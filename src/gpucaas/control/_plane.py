@@ -19,7 +19,7 @@ from typing import IO, Any
 from gpucaas._files import write_atomically
 from gpucaas._wire import TenantCreate
 from gpucaas.errors import Conflict, InvalidRequest
-from gpucaas.placement import get_policy
+from gpucaas.placement import DEFAULT_POLICY, get_policy
 from gpucaas.topology import get_model
 
 from ._app import create_app
@@ -52,7 +52,7 @@ class ControlPlaneConfig:
     """Pass each container's GPUs to the engine as CDI devices ``<cdi_kind>=<device ID>``; the
     host needs a CDI spec for them (``gpucaas node cdi generate``). None: environment only."""
     store_url: str | None = None
-    policy: str = "best-fit"
+    policy: str = DEFAULT_POLICY
     grace_s: float = DEFAULT_GRACE_S
     backend: str = "local"
     """local (simulated boards on this machine) or kubernetes."""

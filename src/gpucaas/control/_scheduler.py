@@ -29,7 +29,7 @@ from sqlalchemy import RowMapping
 
 from gpucaas._wire import NfsMount, State
 from gpucaas.errors import GpucaasError, MisuseError
-from gpucaas.placement import Fleet, Placement, Queue, Request
+from gpucaas.placement import DEFAULT_POLICY, Fleet, Placement, Queue, Request
 from gpucaas.topology import get_model, mask_of
 
 from ._backend import Backend, BoardInfo, Phase, Workload, WorkloadStatus
@@ -124,7 +124,7 @@ class Scheduler:
         store: Store,
         backend: Backend,
         *,
-        policy: str = "best-fit",
+        policy: str = DEFAULT_POLICY,
         grace_s: float = DEFAULT_GRACE_S,
         holder: str = "local",
         lease_ttl_s: float = LEASE_TTL_S,
