@@ -8,8 +8,14 @@ from typing import Any
 
 import pytest
 
-from gpucaas.control import ControlPlane, ProcessExecutor, TenantCreate, UpConfig, make_executor
-from gpucaas.control._up import StateDirBusy
+from gpucaas.control import (
+    ControlPlane,
+    ProcessExecutor,
+    StateDirBusy,
+    TenantCreate,
+    UpConfig,
+    make_executor,
+)
 from gpucaas.errors import InvalidRequest
 
 

@@ -3,17 +3,23 @@
 Kept apart from :mod:`gpucaas.control` so a client imports httpx alone, not the server.
 """
 
+from gpucaas.errors import own_errors
+
 from ._client import (
     CONFIG_ENV,
     DEFAULT_URL,
     TOKEN_ENV,
     URL_ENV,
+    Client,
+    ClientConfig,
+)
+from ._errors import (
     ApiConflict,
     ApiError,
     ApiInvalidRequest,
+    ApiRefused,
     ApiUnavailable,
-    Client,
-    ClientConfig,
+    ApiUnreachable,
     WaitTimeout,
 )
 from ._states import ACTIVE_STATES, FINAL_STATES, State
@@ -28,9 +34,13 @@ __all__ = [
     "ApiConflict",
     "ApiError",
     "ApiInvalidRequest",
+    "ApiRefused",
     "ApiUnavailable",
+    "ApiUnreachable",
     "Client",
     "ClientConfig",
     "State",
     "WaitTimeout",
 ]
+
+own_errors(globals())

@@ -1,21 +1,9 @@
 """A small synchronous client of the HTTP API (what the ``gpucaas`` CLI calls).
 
 One method per API call; replies are the API's JSON as plain dicts. Every failure is a
-:class:`gpucaas.errors.GpucaasError`: HTTP errors become :class:`ApiError` subclasses that
-keep the server's status, type and message; an unreachable server becomes
-:class:`ApiUnavailable` naming the URL. httpx exceptions never escape.
-
-::
-
-    GpucaasError
-    ├── InvalidRequest
-    │   └── ApiInvalidRequest     4xx except 409 (also ApiError)
-    ├── Conflict
-    │   └── ApiConflict           409 (also ApiError)
-    ├── Unavailable
-    │   ├── ApiUnavailable        503, other 5xx, connection errors (also ApiError)
-    │   └── WaitTimeout           wait() ran out of time
-    └── ApiError                  base of the three Api* errors
+:class:`gpucaas.errors.GpucaasError` of ``_errors.py``: HTTP errors become :class:`ApiError`
+subclasses that keep the server's status, type and message; an unreachable server becomes
+:class:`ApiUnreachable` naming the URL. httpx exceptions never escape.
 """
 
 from __future__ import annotations
@@ -32,8 +20,18 @@ from typing import Any, TypeVar
 
 import httpx
 
-from gpucaas.errors import Conflict, GpucaasError, InvalidRequest, Unavailable
+from gpucaas.errors import InvalidRequest
 
+from ._errors import (
+    ApiConflict,
+    ApiError,
+    ApiInvalidRequest,
+    ApiRefused,
+    ApiUnavailable,
+    ApiUnreachable,
+    WaitTimeout,
+    error_for,
+)
 from ._states import FINAL_STATES
 
 __all__ = [
@@ -41,7 +39,9 @@ __all__ = [
     "ApiConflict",
     "ApiError",
     "ApiInvalidRequest",
+    "ApiRefused",
     "ApiUnavailable",
+    "ApiUnreachable",
     "Client",
     "ClientConfig",
     "WaitTimeout",
@@ -55,66 +55,6 @@ CONFIG_ENV = "GPUCAAS_CONFIG"
 FINAL_STATE_NAMES = frozenset(s.value for s in FINAL_STATES)
 
 _T = TypeVar("_T")
-
-
-class ApiError(GpucaasError):
-    """The API answered with an error (or could not be reached: ``status`` 0)."""
-
-    def __init__(
-        self,
-        status: int,
-        type: str,
-        message: str,
-        details: list[dict[str, Any]] | None = None,
-    ) -> None:
-        super().__init__(status, type, message)
-        self.status = status
-        self.type = type
-        self.message = message
-        self.details = details or []
-
-    def __str__(self) -> str:
-        return self.message
-
-
-class ApiInvalidRequest(ApiError, InvalidRequest):
-    """4xx other than 409: fix the request (or the token)."""
-
-
-class ApiConflict(ApiError, Conflict):
-    """409: the state changed, or the name exists."""
-
-
-class ApiUnavailable(ApiError, Unavailable):
-    """503, another 5xx, or no connection: retry later, or start/fix the server."""
-
-
-class WaitTimeout(Unavailable):
-    """The container did not reach the awaited states in time."""
-
-    def __init__(self, container_id: str, state: str, timeout: float) -> None:
-        super().__init__(container_id, state, timeout)
-        self.container_id = container_id
-        self.state = state
-        self.timeout = timeout
-
-    def __str__(self) -> str:
-        return (
-            f"container {self.container_id} is still {self.state} after {self.timeout:g}s; "
-            "wait longer or stop it"
-        )
-
-
-def error_for(status: int, kind: str, message: str, details: Any = None) -> ApiError:
-    """The ApiError subclass for an HTTP status."""
-    cls: type[ApiError]
-    if status == 409:
-        cls = ApiConflict
-    elif 400 <= status < 500:
-        cls = ApiInvalidRequest
-    else:
-        cls = ApiUnavailable
-    return cls(status, kind, message, details if isinstance(details, list) else None)
 
 
 def default_config_path(env: Mapping[str, str] | None = None) -> Path:
@@ -223,9 +163,9 @@ class Client:
 
     # -- plumbing ------------------------------------------------------------------------
 
-    def _unreachable(self, exc: httpx.HTTPError) -> ApiUnavailable:
+    def _unreachable(self, exc: httpx.HTTPError) -> ApiUnreachable:
         reason = str(exc) or type(exc).__name__
-        return ApiUnavailable(
+        return ApiUnreachable(
             0,
             type(exc).__name__,
             f"cannot reach the gpucaas API at {self.base_url} ({reason}); is `gpucaas up` "

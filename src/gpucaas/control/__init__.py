@@ -1,30 +1,40 @@
 """The control plane: HTTP API, store, scheduler loop and backends (DESIGN.md)."""
 
 from gpucaas.client import State
+from gpucaas.errors import own_errors
 
 from ._api import Backend, BoardInfo, Phase, TenantSpec, Workload, WorkloadStatus
 from ._app import create_app
 from ._errors import (
     AlreadyExists,
+    AlreadyRunning,
+    BadStoreUrl,
+    EngineCommandFailed,
+    EngineNotFound,
+    ExecutorRefused,
     Forbidden,
     IdempotencyMismatch,
+    KubernetesApiError,
+    KubernetesConflict,
+    KubernetesError,
+    KubernetesRefused,
+    KubernetesUnreachable,
     NotFound,
     QuotaExceeded,
+    ShimStartFailed,
     StateConflict,
+    StateDirBusy,
+    StoreConflict,
+    StoreQueryError,
+    StoreUnavailable,
     Unauthenticated,
 )
-from ._executor import (
-    EngineExecutor,
-    EngineNotFound,
-    Executor,
-    ExecutorRefused,
-    ProcessExecutor,
-)
+from ._executor import EngineExecutor, Executor, ProcessExecutor
 from ._kubernetes import KubernetesBackend, PodDefaults
 from ._local import LocalBackend
 from ._models import ContainerCreate, TenantCreate
 from ._scheduler import Scheduler
-from ._store import Principal, Store, StoreUnavailable, sqlite_url
+from ._store import Principal, Store, sqlite_url
 from ._up import (
     BACKENDS,
     EXECUTORS,
@@ -40,18 +50,26 @@ __all__ = [
     "BACKENDS",
     "EXECUTORS",
     "AlreadyExists",
+    "AlreadyRunning",
     "Backend",
+    "BadStoreUrl",
     "BoardInfo",
     "ContainerCreate",
     "ControlPlane",
     "Credentials",
+    "EngineCommandFailed",
     "EngineExecutor",
     "EngineNotFound",
     "Executor",
     "ExecutorRefused",
     "Forbidden",
     "IdempotencyMismatch",
+    "KubernetesApiError",
     "KubernetesBackend",
+    "KubernetesConflict",
+    "KubernetesError",
+    "KubernetesRefused",
+    "KubernetesUnreachable",
     "LocalBackend",
     "NotFound",
     "Phase",
@@ -60,9 +78,13 @@ __all__ = [
     "ProcessExecutor",
     "QuotaExceeded",
     "Scheduler",
+    "ShimStartFailed",
     "State",
     "StateConflict",
+    "StateDirBusy",
     "Store",
+    "StoreConflict",
+    "StoreQueryError",
     "StoreUnavailable",
     "TenantCreate",
     "TenantSpec",
@@ -76,3 +98,5 @@ __all__ = [
     "serve",
     "sqlite_url",
 ]
+
+own_errors(globals())

@@ -25,7 +25,8 @@ from gpucaas.fabric import (
 from gpucaas.topology import BoardModel, format_module_ids, module_ids_of
 
 from ._api import BoardInfo, Phase, TenantSpec, Workload, WorkloadStatus
-from ._executor import AlreadyRunning, ExecState, ExecStatus, Executor, Launch
+from ._errors import AlreadyRunning
+from ._executor import ExecState, ExecStatus, Executor, Launch
 from ._executor import NfsMount as ExecNfsMount
 
 log = logging.getLogger(__name__)

@@ -4,6 +4,8 @@ Backends: :class:`SimulatedFabric` (in-process model, for tests and the embedded
 and :class:`NvfmLibrary` (NVIDIA's libnvfm through ctypes, for production).
 """
 
+from gpucaas.errors import own_errors
+
 from ._address import DEFAULT_FM_PORT, AddressType, FmAddress, parse_address
 from ._api import FabricManager
 from ._controller import ControllerStatus, FabricController
@@ -17,9 +19,11 @@ from ._errors import (
     FabricManagerFailure,
     FabricManagerNotReady,
     FabricNotShared,
+    FabricStateError,
     FabricVersionMismatch,
     FmControllerDown,
     FMReturn,
+    NvfmLibraryMissing,
     PartitionInUse,
     PartitionNotActive,
     check,
@@ -27,7 +31,7 @@ from ._errors import (
 from ._libnvfm import NvfmLibrary
 from ._remote import DEFAULT_CONTROLLER_SOCKET, RemoteFabric
 from ._server import ControllerDaemon, ControllerMetrics, run_until_signalled, serve_controller
-from ._sim import REPLAY_WINDOW_S, FabricStateError, SimulatedFabric
+from ._sim import REPLAY_WINDOW_S, SimulatedFabric
 from ._types import FailedDevice, FailedDevices, PartitionGpu, PartitionInfo
 
 __all__ = [
@@ -57,6 +61,7 @@ __all__ = [
     "FmAddress",
     "FmControllerDown",
     "NvfmLibrary",
+    "NvfmLibraryMissing",
     "PartitionGpu",
     "PartitionInUse",
     "PartitionInfo",
@@ -68,3 +73,5 @@ __all__ = [
     "run_until_signalled",
     "serve_controller",
 ]
+
+own_errors(globals())
