@@ -2,7 +2,8 @@
 
 Each command calls one ``gpucaas.node`` function and renders its result. Discovery
 problems are warnings, printed after the table; they never change the exit status, so
-scripts can run ``inspect`` on a half-configured host. Only a missing sysfs tree exits 2.
+scripts can run ``inspect`` on a half-configured host. Only a missing sysfs tree exits
+non-zero (1: the host is not ready).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from typing import Annotated
 
 import typer
 
+from gpucaas.errors import EXIT_BAD_INPUT
 from gpucaas.node import (
     CDI_SPEC_DIR,
     DEFAULT_MAP_PATH,
@@ -224,7 +226,7 @@ def cdi_validate(
     ] = None,
     json_: JsonOption = False,
 ) -> None:
-    """Check a CDI spec against the CDI rules; print each violation. Exit 1 if any error.
+    """Check a CDI spec against the CDI rules; print each violation. Exit 2 if any error.
 
     Example: gpucaas node cdi validate /var/run/cdi/nvidia.com-gpu.json --dir /var/run/cdi
     """
@@ -249,4 +251,4 @@ def cdi_validate(
         if not violations:
             typer.echo(f"{spec}: valid")
     if errors:
-        raise typer.Exit(1)
+        raise typer.Exit(EXIT_BAD_INPUT)  # the spec is the command's input, and it is bad
