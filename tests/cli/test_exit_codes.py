@@ -22,8 +22,8 @@ from typing import Any
 
 import pytest
 import typer
-from click.testing import Result
-from typer.testing import CliRunner
+
+from typer.testing import CliRunner, Result
 
 from gpucaas.cli import app
 from gpucaas.cli.fmctl import app as fmctl_app

@@ -14,7 +14,6 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Annotated, Any
 
-import click
 import typer
 from typer.core import TyperGroup
 
@@ -40,7 +39,7 @@ class ErrorsGroup(TyperGroup):
 
     error_prefix = "error"
 
-    def invoke(self, ctx: click.Context) -> Any:
+    def invoke(self, ctx: Any) -> Any:  # a typer._click.Context (typer vendors click)
         with user_errors(self.error_prefix):
             return super().invoke(ctx)
 
