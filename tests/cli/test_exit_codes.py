@@ -22,7 +22,6 @@ from typing import Any
 
 import pytest
 import typer
-
 from typer.testing import CliRunner, Result
 
 from gpucaas.cli import app
