@@ -22,6 +22,7 @@ from ._errors import (
     FabricStateError,
     FabricVersionMismatch,
     FmControllerDown,
+    FmControllerRefused,
     FMReturn,
     NvfmLibraryMissing,
     PartitionInUse,
@@ -33,6 +34,7 @@ from ._remote import DEFAULT_CONTROLLER_SOCKET, RemoteFabric
 from ._server import ControllerDaemon, ControllerMetrics, run_until_signalled, serve_controller
 from ._sim import REPLAY_WINDOW_S, SimulatedFabric
 from ._types import FailedDevice, FailedDevices, PartitionGpu, PartitionInfo
+from ._wire import map_grpc_errors
 
 __all__ = [
     "DEFAULT_CONTROLLER_SOCKET",
@@ -60,6 +62,7 @@ __all__ = [
     "FailedDevices",
     "FmAddress",
     "FmControllerDown",
+    "FmControllerRefused",
     "NvfmLibrary",
     "NvfmLibraryMissing",
     "PartitionGpu",
@@ -69,6 +72,7 @@ __all__ = [
     "RemoteFabric",
     "SimulatedFabric",
     "check",
+    "map_grpc_errors",
     "parse_address",
     "run_until_signalled",
     "serve_controller",
