@@ -5,14 +5,17 @@ says what to do next, the HTTP status the API answers with, and the exit status 
 ``gpucaas`` and ``fmctl`` commands (:func:`exit_code`)::
 
     GpucaasError                        exit 1 unless a branch below says otherwise
-    ├── InvalidRequest                  exit 2  fix your input (HTTP 400/404/422)
+    ├── InvalidRequest                  exit 2  fix your input (HTTP 4xx)
     │   ├── topology: ModelError, UnknownModel, UnknownPartition, NotAPartition,
     │   │             SizeOutOfRange
     │   ├── placement: NoFit, UnknownPolicy, UnknownNode
     │   ├── sim: TraceError, SyntheticSpecError
     │   ├── runtime: InvalidVmSpec, RuntimeConfigError
-    │   ├── fabric: FabricAddressError, FabricStateError
-    │   ├── control: NotFound, Unauthenticated, ExecutorRefused, BadStoreUrl,
+    │   ├── fabric: FabricAddressError, FabricStateError, FmControllerRefused
+    │   ├── node: InvalidBDF, ModuleMapError > ModuleMapMissing, UnknownDevice (also
+    │   │         VfioFailure), DiscoveryError (also Unavailable)
+    │   ├── cdi: CdiError
+    │   ├── control: NotFound, Unauthenticated, Forbidden, ExecutorRefused, BadStoreUrl,
     │   │            KubernetesRefused (also KubernetesApiError)
     │   └── client: ApiInvalidRequest (also ApiError)
     ├── Refused                         exit 1  a valid request the system turns down now:
@@ -21,32 +24,38 @@ says what to do next, the HTTP status the API answers with, and the exit status 
     │   │   │                                   re-read and retry
     │   │   ├── placement: DuplicateNode
     │   │   ├── fabric: PartitionInUse, PartitionNotActive (also FabricManagerError)
+    │   │   ├── node: PartitionHeld, VfioError > DeviceInUse (also VfioFailure)
     │   │   ├── control: IdempotencyMismatch, AlreadyExists, StateConflict, AlreadyRunning,
     │   │   │            StateDirBusy, StoreConflict, KubernetesConflict
     │   │   └── client: ApiConflict (also ApiError)
-    │   ├── control: QuotaExceeded, Forbidden (also InvalidRequest: HTTP 403/429)
-    │   ├── client: ApiRefused (403, 429; also ApiInvalidRequest)
-    │   └── fabric: FabricManagerError   Fabric Manager answered with a failure code; every
-    │               leaf is also in the branch its code belongs to: FabricBadRequest
-    │               (InvalidRequest), FabricManagerNotReady, FabricNotShared,
-    │               FabricVersionMismatch, FabricManagerFailure (Unavailable),
-    │               FabricManagerDown (Unreachable)
+    │   ├── control: QuotaExceeded (also InvalidRequest: the API answers 403/429)
+    │   ├── client: ApiRefused (429, and 403 for a quota; also ApiInvalidRequest)
+    │   └── fabric: FabricManagerError  Fabric Manager answered with a failure code; each
+    │               leaf also sits in the branch of its code: FabricBadRequest
+    │               (InvalidRequest, still exit 1: FM refused), FabricManagerNotReady,
+    │               FabricNotShared, FabricVersionMismatch, FabricManagerFailure
+    │               (Unavailable), FabricManagerDown > FmControllerDown (Unreachable: exit 3)
     ├── Unavailable                     exit 1  a dependency is not ready or failed; retry
     │   │                                       later, or call the operator (HTTP 503)
+    │   ├── node: NvidiaSmiUnavailable, DevicePluginError, KernelWriteError (also
+    │   │         VfioFailure)
     │   ├── control: StoreUnavailable, EngineNotFound, ShimStartFailed, EngineCommandFailed,
     │   │            KubernetesError (also KubernetesApiError)
     │   ├── client: ApiUnavailable (5xx; also ApiError), WaitTimeout
     │   └── Unreachable                 exit 3  a server cannot be reached at all: start it,
     │       │                                   or fix the address
     │       ├── fabric: FabricManagerDown, FmControllerDown, NvfmLibraryMissing
-    │       ├── control: KubernetesUnreachable
+    │       ├── control: KubernetesUnreachable (also KubernetesError)
     │       └── client: ApiUnreachable (also ApiUnavailable)
     └── MisuseError                     exit 1  a bug in the caller (also a RuntimeError)
         └── control: StoreQueryError
 
+Family bases say where an error came from, not what to do, so they sit beside the branches:
+``fabric.FabricManagerError`` (a Refused), ``control.KubernetesApiError``,
+``client.ApiError`` and ``node.VfioFailure``.
+
 A class with two parents takes the exit status of the first that :func:`exit_code` checks:
-Unreachable, then Refused, then InvalidRequest. The node and cdi packages add their leaves
-in the same branches (``gpucaas.node``'s docstrings list them).
+Unreachable, then Refused, then InvalidRequest.
 
 Each package defines its leaves in its ``_errors.py``. A leaf declares its fields as
 annotated attributes under :func:`errorclass`, and its message as a ``template`` that
