@@ -20,12 +20,12 @@ from . import tenant as _tenant
 from . import topology as _topology
 from . import trace as _trace
 from . import up as _up
-from ._common import ErrorsGroup
+from ._common import EXIT_STATUS_HELP, ErrorsGroup
 
 app = typer.Typer(
     name="gpucaas",
     cls=ErrorsGroup,
-    help="GPU Containers-as-a-Service on NVIDIA HGX boards.",
+    help="GPU Containers-as-a-Service on NVIDIA HGX boards.\n\n" + EXIT_STATUS_HELP,
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,

@@ -21,6 +21,13 @@ from gpucaas.errors import GpucaasError, exit_code
 
 JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON object instead of text.")]
 
+EXIT_STATUS_HELP = (
+    "Exit status: 0 ok; 1 refused or failed (in use, over quota, not ready: retry may help); "
+    "2 bad input or usage; 3 a server (the API, the fm-controller, Fabric Manager) cannot be "
+    "reached."
+)
+"""The exit statuses of :func:`gpucaas.errors.exit_code`, for the commands' --help."""
+
 
 @contextmanager
 def user_errors(prefix: str = "error") -> Iterator[None]:

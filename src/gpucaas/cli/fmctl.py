@@ -25,13 +25,14 @@ from gpucaas.fabric import (
 )
 from gpucaas.topology import format_module_ids, get_model
 
-from ._common import FmctlGroup, JsonOption, print_json, table
+from ._common import EXIT_STATUS_HELP, FmctlGroup, JsonOption, print_json, table
 from .fabric import read_token
 
 app = typer.Typer(
     name="fmctl",
     cls=FmctlGroup,
-    help="Fabric Manager partitions of one board: list, activate, deactivate, replay.",
+    help="Fabric Manager partitions of one board: list, activate, deactivate, replay.\n\n"
+    + EXIT_STATUS_HELP,
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,

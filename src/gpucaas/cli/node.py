@@ -2,8 +2,7 @@
 
 Each command calls one ``gpucaas.node`` function and renders its result. Discovery
 problems are warnings, printed after the table; they never change the exit status, so
-scripts can run ``inspect`` on a half-configured host. Only a missing sysfs tree exits
-non-zero (1: the host is not ready).
+scripts can run ``inspect`` on a half-configured host. Only a missing sysfs tree exits 2.
 """
 
 from __future__ import annotations
