@@ -45,7 +45,8 @@ says what to do next, the HTTP status the API answers with, and the exit status 
     │   └── Unreachable                 exit 3  a server cannot be reached at all: start it,
     │       │                                   or fix the address
     │       ├── fabric: FabricManagerDown, FmControllerDown, NvfmLibraryMissing
-    │       ├── control: KubernetesUnreachable (also KubernetesError)
+    │       ├── control: StoreUnreachable (also StoreUnavailable), KubernetesUnreachable
+    │       │            (also KubernetesError)
     │       └── client: ApiUnreachable (also ApiUnavailable)
     └── MisuseError                     exit 1  a bug in the caller (also a RuntimeError)
         └── control: StoreQueryError

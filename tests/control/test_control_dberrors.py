@@ -17,6 +17,7 @@ from gpucaas.control import (
     StoreConflict,
     StoreQueryError,
     StoreUnavailable,
+    StoreUnreachable,
     TenantCreate,
 )
 from gpucaas.control._dberrors import ERROR_FOR_SQLALCHEMY, error_for, map_db_errors
@@ -111,8 +112,24 @@ def test_a_duplicate_tenant_is_a_store_conflict_then_already_exists(tmp_path: Pa
         store.close()
 
 
-def test_an_unreachable_database_is_unavailable_without_its_password() -> None:
-    with pytest.raises(StoreUnavailable) as caught:
+@pytest.mark.parametrize(
+    ("url", "cls"),
+    [(URL, StoreUnreachable), ("sqlite:////var/lib/gpucaas/gpucaas.db", StoreUnavailable)],
+    ids=["server", "sqlite-file"],
+)
+def test_a_failed_connection_to_a_server_is_unreachable(url: str, cls: type) -> None:
+    failed = sa.OperationalError(None, None, Exception("connection refused"))  # no statement
+    assert type(error_for(failed, url)) is cls
+
+
+def test_an_unreachable_database_is_unreachable_without_its_password() -> None:
+    with pytest.raises(StoreUnreachable) as caught:
         Store("postgresql+psycopg://gpucaas:secret@127.0.0.1:1/gpucaas")
     assert "secret" not in str(caught.value) and "gpucaas:***@127.0.0.1:1" in str(caught.value)
+    assert isinstance(caught.value, StoreUnavailable) and exit_code(caught.value) == 3
     assert isinstance(caught.value.__cause__, sa.OperationalError)
+
+
+def test_a_url_sqlalchemy_cannot_parse_is_a_bad_store_url() -> None:
+    with pytest.raises(BadStoreUrl, match="not supported"):
+        Store("postgresql+psycopg://gpucaas:secret@db:port/gpucaas")

@@ -27,6 +27,7 @@ from ._errors import (
     StoreConflict,
     StoreQueryError,
     StoreUnavailable,
+    StoreUnreachable,
     Unauthenticated,
 )
 from ._executor import EngineExecutor, Executor, ProcessExecutor
@@ -86,6 +87,7 @@ __all__ = [
     "StoreConflict",
     "StoreQueryError",
     "StoreUnavailable",
+    "StoreUnreachable",
     "TenantCreate",
     "TenantSpec",
     "Unauthenticated",

@@ -6,6 +6,8 @@ Every :class:`sqlalchemy.exc.SQLAlchemyError` maps to the most specific entry of
 (``tests/control/test_control_dberrors.py`` checks each class SQLAlchemy defines)::
 
     IntegrityError                                   -> StoreConflict      (Conflict)
+    OperationalError, InterfaceError before any
+    statement, on a database server (not SQLite)     -> StoreUnreachable   (Unreachable)
     OperationalError, InterfaceError, InternalError,
     DatabaseError, DBAPIError, DisconnectionError,
     TimeoutError (no pooled connection in time)      -> StoreUnavailable   (Unavailable)
@@ -23,7 +25,13 @@ from sqlalchemy import exc as sa
 
 from gpucaas.errors import GpucaasError
 
-from ._errors import BadStoreUrl, StoreConflict, StoreQueryError, StoreUnavailable
+from ._errors import (
+    BadStoreUrl,
+    StoreConflict,
+    StoreQueryError,
+    StoreUnavailable,
+    StoreUnreachable,
+)
 
 _Build = Callable[[str, str], GpucaasError]
 """Builds our error from the store's URL (password hidden) and the database's reason."""
@@ -54,6 +62,12 @@ ERROR_FOR_SQLALCHEMY: dict[type[sa.SQLAlchemyError], _Build] = {
 
 def error_for(exc: sa.SQLAlchemyError, url: str) -> GpucaasError:
     """The store error for ``exc`` (not raised): the database's own message as the reason."""
+    if (
+        isinstance(exc, (sa.OperationalError, sa.InterfaceError))
+        and exc.statement is None  # the connection itself failed, before any SQL
+        and not url.startswith("sqlite")
+    ):
+        return StoreUnreachable(url, str(exc.orig))
     for cls in type(exc).__mro__:
         build = ERROR_FOR_SQLALCHEMY.get(cls)
         if build is not None:

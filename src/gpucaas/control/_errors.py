@@ -22,12 +22,14 @@
     │       ├── StoreConflict         a write broke a unique or foreign-key constraint
     │       └── KubernetesConflict    the Kubernetes API answered 409
     ├── Unavailable
-    │   ├── StoreUnavailable      503: the database cannot be reached or opened
+    │   ├── StoreUnavailable      503: the database cannot be opened, or failed
     │   ├── EngineNotFound        503: podman/docker is not on PATH
     │   ├── ShimStartFailed       a container's shim did not come up
     │   ├── EngineCommandFailed   a podman/docker command failed
     │   ├── KubernetesError       the Kubernetes API failed (5xx)
     │   └── Unreachable
+    │       ├── StoreUnreachable        no connection to the database server (also
+    │       │                           StoreUnavailable: 503)
     │       └── KubernetesUnreachable   the Kubernetes API cannot be reached
     └── MisuseError
         └── StoreQueryError       the database refused our SQL (a bug, or a schema from
@@ -243,6 +245,11 @@ class StoreUnavailable(Unavailable):
     template = "store {url} is unavailable: {reason}"
     url: str
     reason: str
+
+
+@errorclass
+class StoreUnreachable(StoreUnavailable, Unreachable):
+    """No connection could be made to the database server (refused, timed out, no route)."""
 
 
 @errorclass

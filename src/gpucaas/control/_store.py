@@ -115,8 +115,11 @@ class Store:
 
     def __init__(self, url: str, *, migrate: bool = True) -> None:
         self.url = url
-        with map_db_errors(_safe(url)):
-            self.engine = _engine(url)
+        try:
+            with map_db_errors(_safe(url)):
+                self.engine = _engine(url)
+        except ValueError as exc:  # SQLAlchemy's URL parser: e.g. a port that is no number
+            raise BadStoreUrl(_safe(url)) from exc
         self.dialect = self.engine.dialect.name
         if migrate:
             self.migrate()
