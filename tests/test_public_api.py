@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import traceback
 from types import ModuleType
 
 import pytest
@@ -83,3 +84,34 @@ def test_exported_exceptions_join_the_error_tree(module_name: str) -> None:
         value = getattr(module, name)
         if inspect.isclass(value) and issubclass(value, BaseException):
             assert issubclass(value, GpucaasError), f"{module_name}.{name} is no GpucaasError"
+
+
+PENDING_OWN_ERRORS = {"gpucaas.node"}
+"""Packages whose ``__init__`` does not call ``own_errors`` yet (node: after its split);
+strict, so the mark fails once the package does and must then be removed."""
+
+
+@pytest.mark.parametrize(
+    "module_name",
+    [
+        pytest.param(
+            name,
+            marks=pytest.mark.xfail(strict=True, reason="own_errors(globals()) not called yet"),
+        )
+        if name in PENDING_OWN_ERRORS
+        else name
+        for name in PUBLIC_MODULES
+    ],
+    ids=PUBLIC_MODULES,
+)
+def test_exported_exceptions_show_the_public_module(module_name: str) -> None:
+    """Tracebacks and reprs show ``gpucaas.fabric.PartitionInUse``, never the private module
+    that defines it (httpx sets ``__module__`` the same way)."""
+    module, exported = _exports(module_name)
+    for name in exported:
+        value = getattr(module, name)
+        if not (inspect.isclass(value) and issubclass(value, BaseException)):
+            continue
+        assert value.__module__ in PUBLIC_MODULES, f"{module_name}.{name}: {value.__module__}"
+        line = traceback.format_exception_only(value.__new__(value))[-1]
+        assert line.startswith(f"{value.__module__}.{name}"), line

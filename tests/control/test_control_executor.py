@@ -19,15 +19,19 @@ from typing import Any
 
 import pytest
 
-from gpucaas.control import LocalBackend, Phase, Workload
-from gpucaas.control._executor import (
+from gpucaas.control import (
     AlreadyRunning,
-    EngineExecutor,
     EngineNotFound,
+    ExecutorRefused,
+    LocalBackend,
+    Phase,
+    Workload,
+)
+from gpucaas.control._executor import (
+    EngineExecutor,
     ExecState,
     ExecStatus,
     Executor,
-    ExecutorRefused,
     Launch,
     NfsVolume,
     ProcessExecutor,

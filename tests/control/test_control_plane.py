@@ -12,10 +12,10 @@ from gpucaas.control import (
     ControlPlane,
     ControlPlaneConfig,
     ProcessExecutor,
+    StateDirBusy,
     TenantCreate,
     make_executor,
 )
-from gpucaas.control._plane import StateDirBusy
 from gpucaas.errors import InvalidRequest
 
 

@@ -14,6 +14,7 @@ from sqlalchemy import select, text
 
 from gpucaas.control import (
     AlreadyExists,
+    BadStoreUrl,
     ContainerCreate,
     Forbidden,
     IdempotencyMismatch,
@@ -22,12 +23,13 @@ from gpucaas.control import (
     State,
     StateConflict,
     Store,
+    StoreUnavailable,
     TenantCreate,
     Unauthenticated,
 )
 from gpucaas.control._migrate import current, head
 from gpucaas.control._schema import metadata, tokens
-from gpucaas.control._store import BadStoreUrl, Reservation, StoreUnavailable, hash_token
+from gpucaas.control._store import Reservation, hash_token
 from gpucaas.errors import InvalidRequest
 
 

@@ -171,7 +171,7 @@ def test_capture_map_then_cdi_generate_and_validate(healthy: Path, tmp_path: Pat
     assert done.returncode == 0 and done.stdout.strip().endswith("valid")
     (cdi_dir / "other.json").write_text(json.dumps(spec | {"devices": spec["devices"][:1]}))
     done = run_node("cdi", "validate", str(cdi_dir / "nvidia.com-gpu.json"), "--dir", str(cdi_dir))
-    assert done.returncode == 1 and "conflicting-spec" in done.stdout
+    assert done.returncode == 2 and "conflicting-spec" in done.stdout  # a bad spec: bad input
 
 
 def test_capture_map_refuses_a_map_that_does_not_match_the_gpus(tmp_path: Path) -> None:

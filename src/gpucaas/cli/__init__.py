@@ -1,5 +1,10 @@
 """The ``gpucaas`` command line: each command opens what it needs, calls one library
-function and renders the result. No logic lives here."""
+function and renders the result. No logic lives here.
+
+Exit statuses: 0 ok; 1 refused or failed (in use, quota, not ready: retry may help); 2 bad
+input or usage; 3 a server cannot be reached (``gpucaas.errors.exit_code``, shared with
+``fmctl``). ``run --wait`` and ``run --follow`` exit with the container's own status.
+"""
 
 from __future__ import annotations
 
@@ -15,10 +20,12 @@ from . import tenant as _tenant
 from . import topology as _topology
 from . import trace as _trace
 from . import up as _up
+from ._common import EXIT_STATUS_HELP, ErrorsGroup
 
 app = typer.Typer(
     name="gpucaas",
-    help="GPU Containers-as-a-Service on NVIDIA HGX boards.",
+    cls=ErrorsGroup,
+    help="GPU Containers-as-a-Service on NVIDIA HGX boards.\n\n" + EXIT_STATUS_HELP,
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,

@@ -1,7 +1,8 @@
 """``fmctl``: the operator's tool for one board's Fabric Manager partitions.
 
-Exit codes: 0 ok; 1 Fabric Manager refused (its code name and meaning are printed);
-2 usage or bad input; 3 cannot connect (FM down, library missing, FM aborted).
+Exit codes, from the error tree as for ``gpucaas`` (``gpucaas.errors.exit_code``): 0 ok;
+1 Fabric Manager refused (its code name and meaning are printed); 2 usage or bad input;
+3 cannot connect (FM or the fm-controller down, libnvfm missing).
 """
 
 from __future__ import annotations
@@ -13,12 +14,10 @@ from typing import Annotated, Any
 
 import typer
 
-from gpucaas.errors import GpucaasError, InvalidRequest, Unavailable
+from gpucaas.errors import InvalidRequest
 from gpucaas.fabric import (
     DEFAULT_CONTROLLER_SOCKET,
     FabricManager,
-    FabricManagerDown,
-    FabricManagerError,
     NvfmLibrary,
     PartitionInfo,
     RemoteFabric,
@@ -26,16 +25,14 @@ from gpucaas.fabric import (
 )
 from gpucaas.topology import format_module_ids, get_model
 
-from ._common import JsonOption, print_json, table
+from ._common import EXIT_STATUS_HELP, FmctlGroup, JsonOption, print_json, table
 from .fabric import read_token
-
-EXIT_REFUSED = 1
-EXIT_BAD_INPUT = 2
-EXIT_UNREACHABLE = 3
 
 app = typer.Typer(
     name="fmctl",
-    help="Fabric Manager partitions of one board: list, activate, deactivate, replay.",
+    cls=FmctlGroup,
+    help="Fabric Manager partitions of one board: list, activate, deactivate, replay.\n\n"
+    + EXIT_STATUS_HELP,
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
@@ -100,7 +97,8 @@ def _root(
 
 @contextmanager
 def _fabric(ctx: typer.Context) -> Iterator[FabricManager]:
-    """Open the chosen backend and turn our errors into one line and an exit code."""
+    """Open the chosen backend, and close it after; FmctlGroup turns our errors into one
+    line and an exit code."""
     opts: _Options = ctx.obj
     closer: Any = None
     try:
@@ -116,22 +114,9 @@ def _fabric(ctx: typer.Context) -> Iterator[FabricManager]:
                 opts.address or DEFAULT_CONTROLLER_SOCKET, token=read_token(opts.token_file)
             )
         yield fabric
-    except FabricManagerDown as exc:
-        _fail(exc, EXIT_UNREACHABLE)
-    except FabricManagerError as exc:
-        _fail(exc, EXIT_REFUSED)
-    except Unavailable as exc:
-        _fail(exc, EXIT_UNREACHABLE)
-    except GpucaasError as exc:
-        _fail(exc, EXIT_BAD_INPUT)
     finally:
         if closer is not None:
             closer.close()
-
-
-def _fail(exc: Exception, code: int) -> None:
-    typer.echo(f"fmctl: {exc}", err=True)
-    raise typer.Exit(code)
 
 
 def _partition_json(p: PartitionInfo) -> dict[str, object]:

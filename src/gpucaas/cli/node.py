@@ -14,6 +14,7 @@ from typing import Annotated
 import typer
 
 from gpucaas import cdi
+from gpucaas.errors import EXIT_BAD_INPUT
 from gpucaas.node import gpu_cdi_spec, kubelet_gpus, modulemap
 from gpucaas.node.discovery import (
     SYSFS_ROOT,
@@ -218,7 +219,7 @@ def cdi_validate(
     ] = None,
     json_: JsonOption = False,
 ) -> None:
-    """Check a CDI spec against the CDI rules; print each violation. Exit 1 if any error.
+    """Check a CDI spec against the CDI rules; print each violation. Exit 2 if any error.
 
     Example: gpucaas node cdi validate /var/run/cdi/nvidia.com-gpu.json --dir /var/run/cdi
     """
@@ -243,4 +244,4 @@ def cdi_validate(
         if not violations:
             typer.echo(f"{spec}: valid")
     if errors:
-        raise typer.Exit(1)
+        raise typer.Exit(EXIT_BAD_INPUT)  # the spec is the command's input, and it is bad

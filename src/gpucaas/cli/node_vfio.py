@@ -4,8 +4,8 @@ Each command reads the host, plans with :func:`gpucaas.node.vfio.plan` (pure) an
 plan through a kernel seam: the real sysfs writes, or, with the hidden ``--simulate-kernel``
 option (for fixture trees and tests), :class:`gpucaas.node.vfio.FixtureKernel`, which performs the
 same writes and then changes the tree as the kernel would. A refused move (a device in use, a
-host device in a GPU's IOMMU group) is one line on stderr and exit status 2, with nothing
-written.
+host device in a GPU's IOMMU group) is one line on stderr and exit status 1 (a conflict with
+the host's state), with nothing written.
 """
 
 from __future__ import annotations

@@ -25,18 +25,23 @@ from gpucaas._wire import (
     TenantCreated,
     Token,
 )
+from gpucaas.errors import own_errors
 
 from ._client import (
     CONFIG_ENV,
     DEFAULT_URL,
     TOKEN_ENV,
     URL_ENV,
+    Client,
+    ClientConfig,
+)
+from ._errors import (
     ApiConflict,
     ApiError,
     ApiInvalidRequest,
+    ApiRefused,
     ApiUnavailable,
-    Client,
-    ClientConfig,
+    ApiUnreachable,
     WaitTimeout,
 )
 
@@ -50,7 +55,9 @@ __all__ = [
     "ApiConflict",
     "ApiError",
     "ApiInvalidRequest",
+    "ApiRefused",
     "ApiUnavailable",
+    "ApiUnreachable",
     "BoardPartition",
     "BoardView",
     "Client",
@@ -71,3 +78,5 @@ __all__ = [
     "Token",
     "WaitTimeout",
 ]
+
+own_errors(globals())

@@ -2,21 +2,9 @@
 
 One method per API call; replies are the API's own typed models (:mod:`gpucaas._wire`, shared
 with the server and re-exported by :mod:`gpucaas.client`), like lightkube's. Every failure is a
-:class:`gpucaas.errors.GpucaasError`: HTTP errors become :class:`ApiError` subclasses that
-keep the server's status, type and message; an unreachable server becomes
-:class:`ApiUnavailable` naming the URL. httpx exceptions never escape.
-
-::
-
-    GpucaasError
-    ├── InvalidRequest
-    │   └── ApiInvalidRequest     4xx except 409 (also ApiError)
-    ├── Conflict
-    │   └── ApiConflict           409 (also ApiError)
-    ├── Unavailable
-    │   ├── ApiUnavailable        503, other 5xx, connection errors (also ApiError)
-    │   └── WaitTimeout           wait() ran out of time
-    └── ApiError                  base of the three Api* errors
+:class:`gpucaas.errors.GpucaasError` of ``_errors.py``: HTTP errors become :class:`ApiError`
+subclasses that keep the server's status, type and message; an unreachable server becomes
+:class:`ApiUnreachable` naming the URL. httpx exceptions never escape.
 
 A reply that is not the model the call expects (not a gpucaas API, or one too different from
 this client) is an :class:`ApiUnavailable` of type ``BadReply``.
@@ -55,14 +43,27 @@ from gpucaas._wire import (
     Token,
     TokenList,
 )
-from gpucaas.errors import Conflict, GpucaasError, InvalidRequest, Unavailable
+from gpucaas.errors import InvalidRequest
+
+from ._errors import (
+    ApiConflict,
+    ApiError,
+    ApiInvalidRequest,
+    ApiRefused,
+    ApiUnavailable,
+    ApiUnreachable,
+    WaitTimeout,
+    error_for,
+)
 
 __all__ = [
     "DEFAULT_URL",
     "ApiConflict",
     "ApiError",
     "ApiInvalidRequest",
+    "ApiRefused",
     "ApiUnavailable",
+    "ApiUnreachable",
     "Client",
     "ClientConfig",
     "WaitTimeout",
@@ -76,66 +77,6 @@ CONFIG_ENV = "GPUCAAS_CONFIG"
 
 _T = TypeVar("_T")
 _M = TypeVar("_M", bound=BaseModel)
-
-
-class ApiError(GpucaasError):
-    """The API answered with an error (or could not be reached: ``status`` 0)."""
-
-    def __init__(
-        self,
-        status: int,
-        type: str,
-        message: str,
-        details: list[dict[str, Any]] | None = None,
-    ) -> None:
-        super().__init__(status, type, message)
-        self.status = status
-        self.type = type
-        self.message = message
-        self.details = details or []
-
-    def __str__(self) -> str:
-        return self.message
-
-
-class ApiInvalidRequest(ApiError, InvalidRequest):
-    """4xx other than 409: fix the request (or the token)."""
-
-
-class ApiConflict(ApiError, Conflict):
-    """409: the state changed, or the name exists."""
-
-
-class ApiUnavailable(ApiError, Unavailable):
-    """503, another 5xx, or no connection: retry later, or start/fix the server."""
-
-
-class WaitTimeout(Unavailable):
-    """The container did not reach the awaited states in time."""
-
-    def __init__(self, container_id: str, state: State | str, timeout: float) -> None:
-        super().__init__(container_id, state, timeout)
-        self.container_id = container_id
-        self.state = state
-        self.timeout = timeout
-
-    def __str__(self) -> str:
-        return (
-            f"container {self.container_id} is still {self.state} after {self.timeout:g}s; "
-            "wait longer or stop it"
-        )
-
-
-def error_for(status: int, kind: str, message: str, details: Any = None) -> ApiError:
-    """The ApiError subclass for an HTTP status."""
-    cls: type[ApiError]
-    if status == 409:
-        cls = ApiConflict
-    elif 400 <= status < 500:
-        cls = ApiInvalidRequest
-    else:
-        cls = ApiUnavailable
-    return cls(status, kind, message, details if isinstance(details, list) else None)
 
 
 def default_config_path(env: Mapping[str, str] | None = None) -> Path:
@@ -244,9 +185,9 @@ class Client:
 
     # -- plumbing ------------------------------------------------------------------------
 
-    def _unreachable(self, exc: httpx.HTTPError) -> ApiUnavailable:
+    def _unreachable(self, exc: httpx.HTTPError) -> ApiUnreachable:
         reason = str(exc) or type(exc).__name__
-        return ApiUnavailable(
+        return ApiUnreachable(
             0,
             type(exc).__name__,
             f"cannot reach the gpucaas API at {self.base_url} ({reason}); is `gpucaas up` "

@@ -1,25 +1,36 @@
 """The control plane: HTTP API, store, scheduler loop and backends (DESIGN.md)."""
 
 from gpucaas._wire import ContainerCreate, State, TenantCreate
+from gpucaas.errors import own_errors
 
 from ._app import create_app
 from ._backend import Backend, BoardInfo, Phase, TenantSpec, Workload, WorkloadStatus
 from ._errors import (
     AlreadyExists,
+    AlreadyRunning,
+    BadStoreUrl,
+    EngineCommandFailed,
+    EngineNotFound,
+    ExecutorRefused,
     Forbidden,
     IdempotencyMismatch,
+    KubernetesApiError,
+    KubernetesConflict,
+    KubernetesError,
+    KubernetesRefused,
+    KubernetesUnreachable,
     NotFound,
     QuotaExceeded,
+    ShimStartFailed,
     StateConflict,
+    StateDirBusy,
+    StoreConflict,
+    StoreQueryError,
+    StoreUnavailable,
+    StoreUnreachable,
     Unauthenticated,
 )
-from ._executor import (
-    EngineExecutor,
-    EngineNotFound,
-    Executor,
-    ExecutorRefused,
-    ProcessExecutor,
-)
+from ._executor import EngineExecutor, Executor, ProcessExecutor
 from ._kubernetes import KubernetesBackend, PodDefaults
 from ._local import LocalBackend
 from ._plane import (
@@ -33,25 +44,33 @@ from ._plane import (
     serve,
 )
 from ._scheduler import Scheduler
-from ._store import Principal, Store, StoreUnavailable, sqlite_url
+from ._store import Principal, Store, sqlite_url
 
 __all__ = [
     "BACKENDS",
     "EXECUTORS",
     "AlreadyExists",
+    "AlreadyRunning",
     "Backend",
+    "BadStoreUrl",
     "BoardInfo",
     "ContainerCreate",
     "ControlPlane",
     "ControlPlaneConfig",
     "Credentials",
+    "EngineCommandFailed",
     "EngineExecutor",
     "EngineNotFound",
     "Executor",
     "ExecutorRefused",
     "Forbidden",
     "IdempotencyMismatch",
+    "KubernetesApiError",
     "KubernetesBackend",
+    "KubernetesConflict",
+    "KubernetesError",
+    "KubernetesRefused",
+    "KubernetesUnreachable",
     "LocalBackend",
     "NotFound",
     "Phase",
@@ -60,10 +79,15 @@ __all__ = [
     "ProcessExecutor",
     "QuotaExceeded",
     "Scheduler",
+    "ShimStartFailed",
     "State",
     "StateConflict",
+    "StateDirBusy",
     "Store",
+    "StoreConflict",
+    "StoreQueryError",
     "StoreUnavailable",
+    "StoreUnreachable",
     "TenantCreate",
     "TenantSpec",
     "Unauthenticated",
@@ -75,3 +99,5 @@ __all__ = [
     "serve",
     "sqlite_url",
 ]
+
+own_errors(globals())

@@ -7,70 +7,95 @@
     │   ├── NotFound              404: no such container/tenant/token (or not yours)
     │   ├── Unauthenticated       401: no token, a malformed or unknown or revoked one
     │   ├── Forbidden             403: the token may not do this (admin only, NFS export)
-    │   ├── QuotaExceeded         429/403: the tenant's GPU or container quota
-    │   └── ExecutorRefused       422: the backend's executor cannot run this request
-    ├── Conflict
-    │   ├── IdempotencyMismatch   409: an Idempotency-Key reused with another body
-    │   └── AlreadyExists         409: a tenant of that name exists
-    └── Unavailable
-        └── EngineNotFound        503: podman/docker is not on PATH
+    │   ├── ExecutorRefused       422: the backend's executor cannot run this request
+    │   ├── BadStoreUrl           a store URL that is neither sqlite nor postgresql
+    │   └── KubernetesRefused     the Kubernetes API refused a call (4xx but 404/409)
+    ├── Refused
+    │   ├── QuotaExceeded         429/403: the tenant's GPU or container quota (also
+    │   │                         InvalidRequest)
+    │   └── Conflict
+    │       ├── IdempotencyMismatch   409: an Idempotency-Key reused with another body
+    │       ├── AlreadyExists         409: a tenant of that name exists
+    │       ├── StateConflict         409: the object's state does not allow this
+    │       ├── AlreadyRunning        a container directory whose shim still runs it
+    │       ├── StateDirBusy          another `gpucaas up` holds the state directory
+    │       ├── StoreConflict         a write broke a unique or foreign-key constraint
+    │       └── KubernetesConflict    the Kubernetes API answered 409
+    ├── Unavailable
+    │   ├── StoreUnavailable      503: the database cannot be opened, or failed
+    │   ├── EngineNotFound        503: podman/docker is not on PATH
+    │   ├── ShimStartFailed       a container's shim did not come up
+    │   ├── EngineCommandFailed   a podman/docker command failed
+    │   ├── KubernetesError       the Kubernetes API failed (5xx)
+    │   └── Unreachable
+    │       ├── StoreUnreachable        no connection to the database server (also
+    │       │                           StoreUnavailable: 503)
+    │       └── KubernetesUnreachable   the Kubernetes API cannot be reached
+    └── MisuseError
+        └── StoreQueryError       the database refused our SQL (a bug, or a schema from
+                                  another version)
+
+The Kubernetes errors share the family base :class:`KubernetesApiError` (``what`` names
+the call), and :func:`gpucaas.control._dberrors.map_db_errors` turns every SQLAlchemy error
+into a store error here.
 """
 
 from __future__ import annotations
 
-from gpucaas.errors import Conflict, InvalidRequest
+from collections.abc import Sequence
+from pathlib import Path
+
+from gpucaas.errors import (
+    Conflict,
+    GpucaasError,
+    InvalidRequest,
+    MisuseError,
+    Refused,
+    Unavailable,
+    Unreachable,
+    errorclass,
+)
+
+from ._supervisor import SUPERVISOR_LOG
 
 
+@errorclass
 class NotFound(InvalidRequest):
     """No such object, or one the caller may not see (answered alike: 404)."""
 
     status = 404
-
-    def __init__(self, kind: str, name: str) -> None:
-        super().__init__(kind, name)
-        self.kind = kind
-        self.name = name
-
-    def __str__(self) -> str:
-        return f"{self.kind} {self.name!r} not found; list them to see what exists"
+    template = "{kind} {name!r} not found; list them to see what exists"
+    kind: str
+    name: str
 
 
+@errorclass
 class Unauthenticated(InvalidRequest):
     """The request carries no usable token."""
 
     status = 401
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
-
-    def __str__(self) -> str:
-        return self.reason
+    template = "{reason}"
+    reason: str
 
 
+@errorclass
 class Forbidden(InvalidRequest):
     """The token is valid but may not do this."""
 
     status = 403
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
-
-    def __str__(self) -> str:
-        return self.reason
+    template = "{reason}"
+    reason: str
 
 
-class QuotaExceeded(InvalidRequest):
+@errorclass
+class QuotaExceeded(Refused, InvalidRequest):
     """The tenant's quota does not allow this request now (429) or ever (403)."""
 
-    def __init__(self, tenant: str, what: str, limit: int, used: int, asked: int) -> None:
-        super().__init__(tenant, what, limit, used, asked)
-        self.tenant = tenant
-        self.what = what
-        self.limit = limit
-        self.used = used
-        self.asked = asked
+    tenant: str
+    what: str
+    limit: int
+    used: int
+    asked: int
 
     @property
     def status(self) -> int:
@@ -88,45 +113,215 @@ class QuotaExceeded(InvalidRequest):
         )
 
 
+@errorclass
 class IdempotencyMismatch(Conflict):
     """An Idempotency-Key was reused for a different request."""
 
     status = 409
-
-    def __init__(self, key: str, container_id: str) -> None:
-        super().__init__(key, container_id)
-        self.key = key
-        self.container_id = container_id
-
-    def __str__(self) -> str:
-        return (
-            f"Idempotency-Key {self.key!r} was used for container {self.container_id} with a "
-            "different request; use a new key for a new request"
-        )
+    template = (
+        "Idempotency-Key {key!r} was used for container {container_id} with a "
+        "different request; use a new key for a new request"
+    )
+    key: str
+    container_id: str
 
 
+@errorclass
 class AlreadyExists(Conflict):
     """An object of that name exists."""
 
     status = 409
-
-    def __init__(self, kind: str, name: str) -> None:
-        super().__init__(kind, name)
-        self.kind = kind
-        self.name = name
-
-    def __str__(self) -> str:
-        return f"{self.kind} {self.name!r} already exists; pick another name"
+    template = "{kind} {name!r} already exists; pick another name"
+    kind: str
+    name: str
 
 
+@errorclass
 class StateConflict(Conflict):
     """The object is in a state that does not allow this."""
 
     status = 409
+    template = "{what}"
+    what: str
 
-    def __init__(self, what: str) -> None:
-        super().__init__(what)
-        self.what = what
 
-    def __str__(self) -> str:
-        return self.what
+# -- executors -----------------------------------------------------------------------------
+
+
+@errorclass
+class ExecutorRefused(InvalidRequest):
+    """This executor cannot run the request as given; the message says which field and why."""
+
+    template = (
+        "the {executor} executor cannot run container {container_id!r}: {field}={value!r}: {reason}"
+    )
+    executor: str
+    container_id: str
+    field: str
+    value: object
+    reason: str
+
+
+@errorclass
+class AlreadyRunning(Conflict):
+    """A container was started in a directory whose shim is still running it."""
+
+    template = (
+        "container {container_id!r} is already running in {directory}: "
+        "stop it first, or start the new one in another directory"
+    )
+    container_id: str
+    directory: Path
+
+
+@errorclass
+class EngineNotFound(Unavailable):
+    """The container engine's command is not on PATH."""
+
+    template = (
+        "{engine} not found on PATH; install it or start with --executor process "
+        "(PATH was {path!r})"
+    )
+    engine: str
+    path: str
+
+
+@errorclass
+class ShimStartFailed(Unavailable):
+    """The shim did not come up; its own log says why."""
+
+    template = "the shim of container {container_id!r} did not start: {detail}; see {log}"
+    container_id: str
+    directory: Path
+    detail: str
+
+    @property
+    def log(self) -> Path:
+        return self.directory / SUPERVISOR_LOG
+
+
+@errorclass
+class EngineCommandFailed(Unavailable):
+    """A container engine command failed (other than for a container already gone)."""
+
+    template = "{command} failed with code {returncode}: {output}; check the engine, then retry"
+    argv: Sequence[str]
+    returncode: int
+    stderr: str
+
+    def __post_init__(self) -> None:
+        self.argv = tuple(self.argv)
+
+    @property
+    def command(self) -> str:
+        return " ".join(self.argv)
+
+    @property
+    def output(self) -> str:
+        return self.stderr.strip() or "(no output)"
+
+
+# -- `gpucaas up` --------------------------------------------------------------------------
+
+
+@errorclass
+class StateDirBusy(Conflict):
+    """Another ``gpucaas up`` holds the state directory's lock."""
+
+    template = (
+        "another gpucaas up is running on {state_dir}; stop it, or give this one "
+        "its own --state-dir"
+    )
+    state_dir: Path
+
+
+# -- the store -----------------------------------------------------------------------------
+
+
+@errorclass
+class StoreUnavailable(Unavailable):
+    """The database cannot be reached or opened."""
+
+    template = "store {url} is unavailable: {reason}"
+    url: str
+    reason: str
+
+
+@errorclass
+class StoreUnreachable(StoreUnavailable, Unreachable):
+    """No connection could be made to the database server (refused, timed out, no route)."""
+
+
+@errorclass
+class BadStoreUrl(InvalidRequest):
+    """A store URL of a kind the store cannot open."""
+
+    template = (
+        "store URL {url!r} is not supported; use sqlite:///PATH or "
+        "postgresql+psycopg://USER:PASSWORD@HOST:PORT/DB"
+    )
+    url: str
+
+
+@errorclass
+class StoreConflict(Conflict):
+    """A write broke a unique or foreign-key constraint: another request got there first."""
+
+    template = "store {url}: the write conflicts with a stored row: {reason}; retry"
+    url: str
+    reason: str
+
+
+@errorclass
+class StoreQueryError(MisuseError):
+    """The database refused a statement of the store (a bug, or a schema from another
+    version of gpucaas)."""
+
+    template = (
+        "store {url} refused a statement: {reason}; check that every control plane on this "
+        "database runs the same gpucaas version, else report a bug"
+    )
+    url: str
+    reason: str
+
+
+# -- Kubernetes ----------------------------------------------------------------------------
+
+
+class KubernetesApiError(GpucaasError):
+    """Base of the Kubernetes API's errors; ``what`` names the call that failed."""
+
+    what: str
+
+
+@errorclass
+class KubernetesError(KubernetesApiError, Unavailable):
+    """The Kubernetes API could not be reached, or failed (5xx)."""
+
+    template = "Kubernetes API: {what} failed: {reason}; check the API server"
+    what: str
+    reason: str
+
+
+@errorclass
+class KubernetesUnreachable(KubernetesError, Unreachable):
+    """The Kubernetes API cannot be reached (connection refused, timeout, DNS)."""
+
+
+@errorclass
+class KubernetesRefused(KubernetesApiError, InvalidRequest):
+    """The Kubernetes API refused a request (4xx other than 404/409)."""
+
+    template = "Kubernetes API refused {what} ({code}): {reason}"
+    what: str
+    code: int
+    reason: str
+
+
+@errorclass
+class KubernetesConflict(KubernetesApiError, Conflict):
+    """The Kubernetes API answered 409: the object exists or changed."""
+
+    template = "Kubernetes API: {what} conflicts: {reason}"
+    what: str
+    reason: str

@@ -41,9 +41,15 @@ from typing import Any, Protocol
 
 from gpucaas._files import write_atomically
 from gpucaas.cdi import CdiError, qualified_name
-from gpucaas.errors import Conflict, InvalidRequest, Unavailable
 
 from . import _supervisor
+from ._errors import (
+    AlreadyRunning,
+    EngineCommandFailed,
+    EngineNotFound,
+    ExecutorRefused,
+    ShimStartFailed,
+)
 from ._supervisor import (
     DEFAULT_GRACE_S,
     EXIT,
@@ -74,88 +80,6 @@ SUPERVISOR_SCRIPT = Path(_supervisor.__file__)
 """The supervisor, run as a script with ``python -I``: it needs only the standard library, so it
 imports nothing of gpucaas (whatever ``gpucaas.control`` imports) and ignores the PYTHON*
 variables of the environment it passes on to the workload."""
-
-
-class ExecutorRefused(InvalidRequest):
-    """This executor cannot run the request as given; the message says which field and why."""
-
-    def __init__(
-        self, executor: str, container_id: str, field: str, value: object, reason: str
-    ) -> None:
-        super().__init__(executor, container_id, field, value, reason)
-        self.executor = executor
-        self.container_id = container_id
-        self.field = field
-        self.value = value
-        self.reason = reason
-
-    def __str__(self) -> str:
-        return (
-            f"the {self.executor} executor cannot run container {self.container_id!r}: "
-            f"{self.field}={self.value!r}: {self.reason}"
-        )
-
-
-class AlreadyRunning(Conflict):
-    """A container was started in a directory whose supervisor is still running it."""
-
-    def __init__(self, container_id: str, directory: Path) -> None:
-        super().__init__(container_id, str(directory))
-        self.container_id = container_id
-        self.directory = directory
-
-    def __str__(self) -> str:
-        return (
-            f"container {self.container_id!r} is already running in {self.directory}: "
-            "stop it first, or start the new one in another directory"
-        )
-
-
-class EngineNotFound(Unavailable):
-    """The container engine's command is not on PATH."""
-
-    def __init__(self, engine: str, path: str) -> None:
-        super().__init__(engine, path)
-        self.engine = engine
-        self.path = path
-
-    def __str__(self) -> str:
-        return (
-            f"{self.engine} not found on PATH; install it or start with --executor process "
-            f"(PATH was {self.path!r})"
-        )
-
-
-class ShimStartFailed(Unavailable):
-    """The supervisor did not come up; its own log says why."""
-
-    def __init__(self, container_id: str, directory: Path, detail: str) -> None:
-        super().__init__(container_id, str(directory), detail)
-        self.container_id = container_id
-        self.directory = directory
-        self.detail = detail
-
-    def __str__(self) -> str:
-        return (
-            f"the shim of container {self.container_id!r} did not start: {self.detail}; "
-            f"see {self.directory / SUPERVISOR_LOG}"
-        )
-
-
-class EngineCommandFailed(Unavailable):
-    """A container engine command failed (other than for a container already gone)."""
-
-    def __init__(self, argv: Sequence[str], returncode: int, stderr: str) -> None:
-        super().__init__(list(argv), returncode, stderr)
-        self.argv = tuple(argv)
-        self.returncode = returncode
-        self.stderr = stderr
-
-    def __str__(self) -> str:
-        return (
-            f"{' '.join(self.argv)} failed with code {self.returncode}: "
-            f"{self.stderr.strip() or '(no output)'}; check the engine, then retry"
-        )
 
 
 @dataclass(frozen=True)

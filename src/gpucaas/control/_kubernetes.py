@@ -54,11 +54,17 @@ from lightkube.models.networking_v1 import (
 from lightkube.resources.core_v1 import Namespace, Node, Pod, ResourceQuota, ServiceAccount
 from lightkube.resources.networking_v1 import NetworkPolicy
 
-from gpucaas.errors import Conflict, InvalidRequest, Unavailable
+from gpucaas.errors import InvalidRequest
 from gpucaas.node.health import parse_unhealthy_annotation
 from gpucaas.runtime import vm_memory_for
 
 from ._backend import BoardInfo, Phase, TenantSpec, Workload, WorkloadStatus
+from ._errors import (
+    KubernetesConflict,
+    KubernetesError,
+    KubernetesRefused,
+    KubernetesUnreachable,
+)
 
 log = logging.getLogger(__name__)
 
@@ -73,41 +79,6 @@ DEFAULT_GPU_RESOURCE = "nvidia.com/gpu"
 TENANT_SA = "gpucaas-tenant"
 NFS_PORTS = (111, 2049)
 RESYNC_S = 30.0
-
-
-class KubernetesError(Unavailable):
-    """The Kubernetes API could not be reached, or failed (5xx)."""
-
-    def __init__(self, what: str, reason: str) -> None:
-        super().__init__(what, reason)
-        self.what = what
-        self.reason = reason
-
-    def __str__(self) -> str:
-        return f"Kubernetes API: {self.what} failed: {self.reason}; check the API server"
-
-
-class KubernetesRefused(InvalidRequest):
-    """The Kubernetes API refused a request (4xx other than 404/409)."""
-
-    def __init__(self, what: str, code: int, reason: str) -> None:
-        super().__init__(what, code, reason)
-        self.what = what
-        self.code = code
-        self.reason = reason
-
-    def __str__(self) -> str:
-        return f"Kubernetes API refused {self.what} ({self.code}): {self.reason}"
-
-
-class KubernetesConflict(Conflict):
-    def __init__(self, what: str, reason: str) -> None:
-        super().__init__(what, reason)
-        self.what = what
-        self.reason = reason
-
-    def __str__(self) -> str:
-        return f"Kubernetes API: {self.what} conflicts: {self.reason}"
 
 
 @contextmanager
@@ -125,7 +96,9 @@ def map_kube_errors(what: str) -> Iterator[None]:
         if 400 <= code < 500:
             raise KubernetesRefused(what, code, reason) from exc
         raise KubernetesError(what, f"{code} {reason}") from exc
-    except (httpx2.HTTPError, OSError) as exc:  # lightkube's transport is httpx2
+    except (httpx2.TransportError, OSError) as exc:  # lightkube's transport is httpx2
+        raise KubernetesUnreachable(what, f"{type(exc).__name__}: {exc}") from exc
+    except httpx2.HTTPError as exc:
         raise KubernetesError(what, f"{type(exc).__name__}: {exc}") from exc
 
 

@@ -25,7 +25,8 @@ from gpucaas.fabric import (
 from gpucaas.topology import BoardModel, format_module_ids, module_ids_of
 
 from ._backend import BoardInfo, Phase, TenantSpec, Workload, WorkloadStatus
-from ._executor import AlreadyRunning, ExecState, ExecStatus, Executor, Launch, NfsVolume
+from ._errors import AlreadyRunning
+from ._executor import ExecState, ExecStatus, Executor, Launch, NfsVolume
 
 log = logging.getLogger(__name__)
 

@@ -18,12 +18,13 @@ from typing import IO, Any
 
 from gpucaas._files import write_atomically
 from gpucaas._wire import TenantCreate
-from gpucaas.errors import Conflict, InvalidRequest
+from gpucaas.errors import InvalidRequest
 from gpucaas.placement import DEFAULT_POLICY, get_policy
 from gpucaas.topology import get_model
 
 from ._app import create_app
 from ._backend import Backend, TenantSpec
+from ._errors import StateDirBusy
 from ._executor import EngineExecutor, Executor, ProcessExecutor
 from ._local import LocalBackend
 from ._scheduler import DEFAULT_GRACE_S, Scheduler
@@ -158,18 +159,6 @@ def _lock_state_dir(state_dir: Path) -> IO[bytes]:
         handle.close()
         raise StateDirBusy(state_dir) from None
     return handle
-
-
-class StateDirBusy(Conflict):
-    def __init__(self, state_dir: Path) -> None:
-        super().__init__(str(state_dir))
-        self.state_dir = state_dir
-
-    def __str__(self) -> str:
-        return (
-            f"another gpucaas up is running on {self.state_dir}; stop it, or give this one "
-            "its own --state-dir"
-        )
 
 
 @dataclass

@@ -39,19 +39,22 @@ from sqlalchemy import (
     text,
     update,
 )
-from sqlalchemy.exc import IntegrityError, OperationalError
 
 from gpucaas._wire import ACTIVE_STATES, ContainerCreate, State, TenantCreate
-from gpucaas.errors import InvalidRequest, Unavailable
+from gpucaas.errors import InvalidRequest
 
 from . import _schema as s
+from ._dberrors import map_db_errors
 from ._errors import (
     AlreadyExists,
+    BadStoreUrl,
     Forbidden,
     IdempotencyMismatch,
     NotFound,
     QuotaExceeded,
     StateConflict,
+    StoreConflict,
+    StoreUnavailable,
     Unauthenticated,
 )
 
@@ -59,30 +62,6 @@ TOKEN_PREFIX = "gpc_"
 DEFAULT_PAGE = 50
 MAX_PAGE = 500
 _READ_ONLY = "gpucaas_read_only"
-
-
-class StoreUnavailable(Unavailable):
-    """The database cannot be reached or opened."""
-
-    def __init__(self, url: str, reason: str) -> None:
-        super().__init__(url, reason)
-        self.url = url
-        self.reason = reason
-
-    def __str__(self) -> str:
-        return f"store {self.url} is unavailable: {self.reason}"
-
-
-class BadStoreUrl(InvalidRequest):
-    def __init__(self, url: str) -> None:
-        super().__init__(url)
-        self.url = url
-
-    def __str__(self) -> str:
-        return (
-            f"store URL {self.url!r} is not supported; use sqlite:///PATH or "
-            "postgresql+psycopg://USER:PASSWORD@HOST:PORT/DB"
-        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,7 +115,11 @@ class Store:
     ) -> None:
         self.url = url
         self._clock = clock
-        self.engine = _engine(url)
+        try:
+            with map_db_errors(_safe(url)):
+                self.engine = _engine(url)
+        except ValueError as exc:  # SQLAlchemy's URL parser: e.g. a port that is no number
+            raise BadStoreUrl(_safe(url)) from exc
         self.dialect = self.engine.dialect.name
         if migrate:
             self.migrate()
@@ -147,24 +130,18 @@ class Store:
     def migrate(self) -> None:
         from ._migrate import upgrade
 
-        try:
-            with self.engine.begin() as conn:
-                upgrade(conn)
-        except OperationalError as exc:
-            raise StoreUnavailable(_safe(self.url), str(exc.orig)) from exc
+        with map_db_errors(_safe(self.url)), self.engine.begin() as conn:
+            upgrade(conn)
 
     # -- transactions ---------------------------------------------------------------------
 
     @contextmanager
     def _tx(self, *, read: bool = False) -> Iterator[Connection]:
-        try:
-            with self.engine.connect() as conn:
-                if read:
-                    conn = conn.execution_options(**{_READ_ONLY: True})
-                with conn.begin():
-                    yield conn
-        except OperationalError as exc:
-            raise StoreUnavailable(_safe(self.url), str(exc.orig)) from exc
+        with map_db_errors(_safe(self.url)), self.engine.connect() as conn:
+            if read:
+                conn = conn.execution_options(**{_READ_ONLY: True})
+            with conn.begin():
+                yield conn
 
     def _lock_tenant(self, conn: Connection, tenant: str) -> RowMapping:
         q = select(s.tenants).where(s.tenants.c.name == tenant)
@@ -192,7 +169,7 @@ class Store:
                 )
                 secret, token = self._new_token(conn, spec.name, "created with the tenant")
                 tenant = self._tenant(conn, spec.name)
-        except IntegrityError as exc:
+        except StoreConflict as exc:
             raise AlreadyExists("tenant", spec.name) from exc
         return tenant, secret, token
 
@@ -363,7 +340,7 @@ class Store:
                     return self._insert(
                         conn, tenant, body, gpus_granted, idempotency_key, digest
                     ), True
-            except IntegrityError:
+            except StoreConflict:
                 # The same key raced in from another request: answer with the winner.
                 if idempotency_key is None:
                     raise

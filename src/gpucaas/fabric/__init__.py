@@ -4,6 +4,8 @@ Backends: :class:`SimulatedFabric` (in-process model, for tests and the embedded
 and :class:`NvfmLibrary` (NVIDIA's libnvfm through ctypes, for production).
 """
 
+from gpucaas.errors import own_errors
+
 from ._address import DEFAULT_FM_PORT, AddressType, FmAddress, parse_address
 from ._api import FabricManager
 from ._controller import ControllerStatus, FabricController
@@ -17,9 +19,12 @@ from ._errors import (
     FabricManagerFailure,
     FabricManagerNotReady,
     FabricNotShared,
+    FabricStateError,
     FabricVersionMismatch,
     FmControllerDown,
+    FmControllerRefused,
     FMReturn,
+    NvfmLibraryMissing,
     PartitionInUse,
     PartitionNotActive,
     check,
@@ -27,8 +32,9 @@ from ._errors import (
 from ._libnvfm import NvfmLibrary
 from ._remote import DEFAULT_CONTROLLER_SOCKET, RemoteFabric
 from ._server import ControllerDaemon, ControllerMetrics, run_until_signalled, serve_controller
-from ._sim import REPLAY_WINDOW_S, FabricStateError, SimulatedFabric
+from ._sim import REPLAY_WINDOW_S, SimulatedFabric
 from ._types import FailedDevice, FailedDevices, PartitionGpu, PartitionInfo
+from ._wire import map_grpc_errors
 
 __all__ = [
     "DEFAULT_CONTROLLER_SOCKET",
@@ -56,7 +62,9 @@ __all__ = [
     "FailedDevices",
     "FmAddress",
     "FmControllerDown",
+    "FmControllerRefused",
     "NvfmLibrary",
+    "NvfmLibraryMissing",
     "PartitionGpu",
     "PartitionInUse",
     "PartitionInfo",
@@ -64,7 +72,10 @@ __all__ = [
     "RemoteFabric",
     "SimulatedFabric",
     "check",
+    "map_grpc_errors",
     "parse_address",
     "run_until_signalled",
     "serve_controller",
 ]
+
+own_errors(globals())

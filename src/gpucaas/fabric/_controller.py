@@ -29,8 +29,8 @@ from gpucaas._files import write_atomically
 from gpucaas.topology import BoardModel
 
 from ._api import FabricManager
-from ._errors import FabricManagerError, FabricManagerNotReady
-from ._sim import FabricStateError, partition_set
+from ._errors import FabricManagerError, FabricManagerNotReady, FabricStateError
+from ._sim import partition_set
 from ._types import FailedDevices, PartitionInfo
 
 log = logging.getLogger("gpucaas.fm-controller")

@@ -1,33 +1,57 @@
 """Fabric Manager return codes and the errors they become.
 
 Every ``fmReturn_t`` value maps to exactly one exception class, grouped by what the caller
-can do (``tests/fabric/test_errors.py`` fails if a code has no mapping)::
+can do (``tests/fabric/test_fabric_errors.py`` fails if a code has no mapping), and so does
+every gRPC status code an fm-controller call can end with (:func:`map_grpc_errors` in
+``_wire.py``)::
 
     GpucaasError
     ├── InvalidRequest
-    │   ├── FabricBadRequest        BADPARAM; a partition id or GPU set FM does not know
-    │   └── FabricAddressError      an address that is none of the accepted forms
-    ├── Conflict
-    │   ├── PartitionInUse          IN_USE: already active, or overlaps an active partition
-    │   └── PartitionNotActive      UNINITIALIZED on deactivate: already inactive
+    │   ├── FabricAddressError      an address that is none of the accepted forms
+    │   ├── FmControllerRefused     the fm-controller refused the token (UNAUTHENTICATED)
+    │   └── FabricStateError        a simulated-fabric state file that cannot be used
+    ├── Refused
+    │   └── FabricManagerError      FM answered with a code other than SUCCESS (exit 1)
+    │       ├── FabricBadRequest        BADPARAM; a partition id or GPU set FM does not know
+    │       │                           (also InvalidRequest)
+    │       ├── PartitionInUse          IN_USE: already active, or overlaps an active
+    │       │                           partition (also Conflict)
+    │       ├── PartitionNotActive      UNINITIALIZED on deactivate: already inactive
+    │       │                           (also Conflict)
+    │       ├── FabricManagerNotReady   NOT_CONFIGURED / NOT_READY: FM still initialising;
+    │       │                           retry (also Unavailable)
+    │       ├── FabricNotShared         NOT_SUPPORTED: FM is not in shared-NVSwitch mode
+    │       │                           (also Unavailable)
+    │       ├── FabricVersionMismatch   VERSION_MISMATCH: libnvfm and the FM daemon differ
+    │       │                           (also Unavailable)
+    │       ├── FabricManagerFailure    every other code (NVLink, resource and trunk
+    │       │                           errors; also Unavailable)
+    │       └── FabricManagerDown       CONNECTION_NOT_VALID / TIMEOUT / cannot connect
+    │           │                       (also Unreachable: exit 3)
+    │           └── FmControllerDown    the fm-controller in front of FM cannot be reached
     └── Unavailable
-        ├── FabricManagerNotReady   NOT_CONFIGURED / NOT_READY: FM still initialising; retry
-        ├── FabricNotShared         NOT_SUPPORTED: FM is not in shared-NVSwitch mode
-        ├── FabricVersionMismatch   VERSION_MISMATCH: libnvfm and the FM daemon differ
-        ├── FabricManagerDown       CONNECTION_NOT_VALID / TIMEOUT / cannot connect
-        │   └── FmControllerDown    the fm-controller in front of FM cannot be reached
-        └── FabricManagerFailure    every other code (NVLink, resource and trunk errors)
+        └── Unreachable
+            └── NvfmLibraryMissing  libnvfm cannot be loaded or lacks a call we need
 
-Each carries ``code`` (an :class:`FMReturn`), ``operation``, ``partition_id`` and
-``board`` and builds its message in ``__str__``: what failed, FM's code and its
-documented meaning, and what to do.
+Each FabricManagerError carries ``code`` (an :class:`FMReturn`), ``operation``,
+``partition_id`` and ``board`` and builds its message from them: what failed, FM's code
+and its documented meaning, and what to do.
 """
 
 from __future__ import annotations
 
 import enum
+from dataclasses import KW_ONLY
+from pathlib import Path
 
-from gpucaas.errors import Conflict, GpucaasError, InvalidRequest, Unavailable
+from gpucaas.errors import (
+    Conflict,
+    InvalidRequest,
+    Refused,
+    Unavailable,
+    Unreachable,
+    errorclass,
+)
 
 
 class FMReturn(enum.IntEnum):
@@ -104,27 +128,21 @@ MEANING: dict[FMReturn, str] = {
 }
 
 
-class FabricManagerError(GpucaasError):
+@errorclass
+class FabricManagerError(Refused):
     """Fabric Manager answered with a code other than SUCCESS."""
 
     hint = "check the Fabric Manager log (/var/log/fabricmanager.log) in the service VM"
 
-    def __init__(
-        self,
-        code: FMReturn | int,
-        operation: str,
-        *,
-        partition_id: int | None = None,
-        board: str | None = None,
-        detail: str | None = None,
-    ) -> None:
-        code = FMReturn(code)
-        super().__init__(code, operation, partition_id, board)
-        self.code = code
-        self.operation = operation
-        self.partition_id = partition_id
-        self.board = board
-        self.detail = detail
+    code: FMReturn
+    operation: str
+    _: KW_ONLY
+    partition_id: int | None = None
+    board: str | None = None
+    detail: str | None = None
+
+    def __post_init__(self) -> None:
+        self.code = FMReturn(self.code)
 
     def __str__(self) -> str:
         what = self.operation
@@ -178,7 +196,7 @@ class FabricVersionMismatch(FabricManagerError, Unavailable):
     hint = "install the libnvfm (nvidia-fabricmanager-dev) of the same version as the daemon"
 
 
-class FabricManagerDown(FabricManagerError, Unavailable):
+class FabricManagerDown(FabricManagerError, Unreachable):
     """CONNECTION_NOT_VALID / TIMEOUT: FM cannot be reached."""
 
     hint = "check that nv-fabricmanager runs and listens on the address given"
@@ -196,19 +214,49 @@ class FabricManagerFailure(FabricManagerError, Unavailable):
     hint = "check the Fabric Manager log and run nvswitch-audit in the service VM"
 
 
+@errorclass
 class FabricAddressError(InvalidRequest):
     """An address that is none of the accepted forms."""
 
-    def __init__(self, address: str, reason: str) -> None:
-        super().__init__(address, reason)
-        self.address = address
-        self.reason = reason
+    template = (
+        "bad Fabric Manager address {address!r}: {reason}; use a.b.c.d[:port] "
+        "(default port 6666), a unix socket path, or vsock:CID:PORT"
+    )
+    address: str
+    reason: str
 
-    def __str__(self) -> str:
-        return (
-            f"bad Fabric Manager address {self.address!r}: {self.reason}; use a.b.c.d[:port] "
-            "(default port 6666), a unix socket path, or vsock:CID:PORT"
-        )
+
+@errorclass
+class FabricStateError(InvalidRequest):
+    """A simulated-fabric state file that cannot be used; it is left as it was."""
+
+    template = (
+        "simulated fabric state file {path} is unusable: {reason}; it was left "
+        "untouched: fix or move it away to start from an empty fabric"
+    )
+    path: Path
+    reason: str
+
+
+@errorclass
+class FmControllerRefused(InvalidRequest):
+    """The fm-controller refused the call's token (missing or wrong)."""
+
+    template = (
+        "the fm-controller at {target} refused the request: {details}; pass the right "
+        "token (--token-file)"
+    )
+    target: str
+    details: str
+
+
+@errorclass
+class NvfmLibraryMissing(Unreachable):
+    """libnvfm cannot be loaded, or lacks a call this binding needs: nothing reaches FM."""
+
+    template = "{problem}; {hint}"
+    problem: str
+    hint: str
 
 
 ERROR_FOR_CODE: dict[FMReturn, type[FabricManagerError]] = {

@@ -39,7 +39,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Final, Self
 
-from gpucaas.errors import InvalidRequest, MisuseError, Unavailable
+from gpucaas.errors import InvalidRequest, MisuseError
 from gpucaas.topology import ModuleId, PartitionId
 
 from ._address import AddressType, FmAddress, parse_address
@@ -48,6 +48,7 @@ from ._errors import (
     FabricBadRequest,
     FabricManagerFailure,
     FMReturn,
+    NvfmLibraryMissing,
     check,
 )
 from ._types import FailedDevice, FailedDevices, PartitionGpu, PartitionInfo
@@ -221,7 +222,7 @@ _Call = Callable[..., int]
 
 
 def _load(library: str | Path) -> tuple[ctypes.CDLL, str]:
-    """dlopen ``library`` (or, for the default name, its fallbacks). Raises Unavailable."""
+    """dlopen ``library`` (or, for the default name, its fallbacks). Raises NvfmLibraryMissing."""
     name = str(library)
     candidates = (name, *_FALLBACK_LIBRARIES) if name == DEFAULT_LIBRARY else (name,)
     reasons: list[str] = []
@@ -230,22 +231,24 @@ def _load(library: str | Path) -> tuple[ctypes.CDLL, str]:
             return ctypes.CDLL(candidate), candidate
         except OSError as exc:
             reasons.append(str(exc))
-    raise Unavailable(
-        f"cannot load the Fabric Manager library {' or '.join(candidates)} "
-        f"({'; '.join(reasons)}); {_INSTALL_HINT}"
+    raise NvfmLibraryMissing(
+        f"cannot load the Fabric Manager library {' or '.join(candidates)} ({'; '.join(reasons)})",
+        _INSTALL_HINT,
     )
 
 
 def _bind(lib: ctypes.CDLL, name: str) -> dict[str, _Call]:
-    """Look up every call and set its argtypes/restype. Raises Unavailable on a missing one."""
+    """Look up every call and set its argtypes/restype. Raises NvfmLibraryMissing on a
+    missing one."""
     calls: dict[str, _Call] = {}
     for symbol, argtypes in _SIGNATURES.items():
         try:
             function = getattr(lib, symbol)
         except AttributeError:
-            raise Unavailable(
+            raise NvfmLibraryMissing(
                 f"{name} has no {symbol}, so it is not a libnvfm this binding supports "
-                f"(fmConnectParams_v2 needs a release with VSOCK support); {_INSTALL_HINT}"
+                "(fmConnectParams_v2 needs a release with VSOCK support)",
+                _INSTALL_HINT,
             ) from None
         function.argtypes = list(argtypes)
         function.restype = ctypes.c_int
@@ -331,7 +334,7 @@ class NvfmLibrary:
     Raises:
         FabricAddressError: the address is none of the accepted forms.
         InvalidRequest: ``timeout_ms`` is out of range.
-        Unavailable: the library cannot be loaded or lacks a call this binding needs.
+        NvfmLibraryMissing: the library cannot be loaded or lacks a call this binding needs.
         FabricManagerError: fmLibInit or fmConnect failed; CONNECTION_NOT_VALID and TIMEOUT
             raise :class:`FabricManagerDown`, VERSION_MISMATCH
             :class:`FabricVersionMismatch`.

@@ -14,7 +14,7 @@ import grpc
 from gpucaas.errors import InvalidRequest
 
 from ._types import FailedDevices, PartitionInfo
-from ._wire import failed_from_pb, partition_from_pb, raise_from_rpc
+from ._wire import failed_from_pb, map_grpc_errors, partition_from_pb
 from .proto import fabric_pb2 as pb
 from .proto import fabric_pb2_grpc as pb_grpc
 
@@ -108,8 +108,6 @@ class RemoteFabric:
     def _rpc(
         self, operation: str, partition_id: int | None, method: Callable[..., _T], request: Any
     ) -> _T:
-        try:
+        with map_grpc_errors(operation, partition_id=partition_id, target=self.target):
             return method(request, timeout=self._timeout, metadata=self._metadata)
-        except grpc.RpcError as exc:
-            raise_from_rpc(exc, operation, partition_id=partition_id, target=self.target)
-            raise  # pragma: no cover - raise_from_rpc always raises
+        raise AssertionError("unreachable")  # pragma: no cover - for mypy's return check

@@ -28,7 +28,7 @@ from gpucaas._files import write_atomically
 from gpucaas.errors import InvalidRequest
 from gpucaas.topology import BoardModel, ModuleId
 
-from ._errors import FMReturn, check
+from ._errors import FabricStateError, FMReturn, check
 from ._types import FailedDevices, PartitionGpu, PartitionInfo
 
 REPLAY_WINDOW_S = 60.0
@@ -41,21 +41,6 @@ LINE_RATE_MBPS = 50_000
 """Simulated per-link line rate reported in the GPU info."""
 
 _STATE_VERSION = 1
-
-
-class FabricStateError(InvalidRequest):
-    """A simulated-fabric state file that cannot be used; it is left as it was."""
-
-    def __init__(self, path: Path, reason: str) -> None:
-        super().__init__(str(path), reason)
-        self.path = path
-        self.reason = reason
-
-    def __str__(self) -> str:
-        return (
-            f"simulated fabric state file {self.path} is unusable: {self.reason}; it was left "
-            "untouched: fix or move it away to start from an empty fabric"
-        )
 
 
 class SimulatedFabric:

@@ -4,6 +4,8 @@ The simulator, the scheduler loop, the device plugin and the DRA driver all call
 same functions: one brain, many callers.
 """
 
+from gpucaas.errors import own_errors
+
 from ._api import Allocator
 from ._build import make_allocator
 from ._errors import DuplicateNode, NoFit, UnknownNode, UnknownPolicy
@@ -65,3 +67,5 @@ __all__ = [
     "get_policy",
     "make_allocator",
 ]
+
+own_errors(globals())

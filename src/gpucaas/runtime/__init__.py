@@ -10,6 +10,8 @@ configuration of the Kata GPU runtime (``_containerd.py``) and :func:`kata_gpu_d
 Kata configuration drop-in for GPU passthrough (``_kata.py``).
 """
 
+from gpucaas.errors import own_errors
+
 from ._boot import (
     GPU_BAR_GIB,
     H100_BAR_GIB,
@@ -35,12 +37,11 @@ from ._containerd import (
     DropIn,
     KataRuntime,
     Merged,
-    RuntimeConfigError,
     containerd_dropin,
     merge_containerd_config,
     runtime_handlers,
 )
-from ._errors import InvalidVmSpec
+from ._errors import InvalidVmSpec, RuntimeConfigError
 from ._kata import (
     AGENT_WAIT_PHASES,
     CDI_TIMEOUT_PARAM,
@@ -131,3 +132,5 @@ __all__ = [
     "runtime_overhead",
     "vm_memory_for",
 ]
+
+own_errors(globals())

@@ -80,8 +80,9 @@ import tomlkit.exceptions
 import tomlkit.items
 from tomlkit.container import Container, OutOfOrderTableProxy
 
-from gpucaas.errors import InvalidRequest, MisuseError
+from gpucaas.errors import MisuseError
 
+from ._errors import RuntimeConfigError
 from ._overhead import RUNTIME_CLASS_NAME
 
 KATA_RUNTIME_TYPE = "io.containerd.kata-qemu-nvidia-gpu.v2"
@@ -131,20 +132,6 @@ class ContainerdVersion(StrEnum):
             if self is ContainerdVersion.V1_7
             else ("io.containerd.cri.v1.runtime")
         )
-
-
-class RuntimeConfigError(InvalidRequest):
-    """A containerd config we cannot merge into: ``source`` names the file, ``problem`` says
-    what is wrong with it and ``fix`` what to do. Nothing has been written."""
-
-    def __init__(self, source: str, problem: str, fix: str) -> None:
-        super().__init__(source, problem, fix)
-        self.source = source
-        self.problem = problem
-        self.fix = fix
-
-    def __str__(self) -> str:
-        return f"{self.source}: {self.problem}; {self.fix}"
 
 
 @dataclass(frozen=True)

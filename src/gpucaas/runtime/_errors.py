@@ -1,28 +1,37 @@
-"""Errors of the runtime package: a VM size or count that no Kata VM can have.
+"""Errors of the runtime package: a VM or containerd setting we cannot use.
 
 ::
 
     InvalidRequest
-    └── InvalidVmSpec   a VM memory, vCPU or GPU count out of range (names the parameter)
+    ├── InvalidVmSpec        a VM memory, vCPU or GPU count out of range (names the parameter)
+    └── RuntimeConfigError   a containerd config we cannot merge into (names the file)
 
-It keeps structured attributes and builds its text in ``__str__``, so the CLI can print one
-line and an API can map it to JSON without parsing the message.
+Both keep structured attributes and build their text from a template, so the CLI can print
+one line and an API can map them to JSON without parsing the message.
 """
 
 from __future__ import annotations
 
-from gpucaas.errors import InvalidRequest
+from gpucaas.errors import InvalidRequest, errorclass
 
 
+@errorclass
 class InvalidVmSpec(InvalidRequest):
     """A VM parameter is out of range: ``parameter`` names it, ``value`` is what was given,
     ``expected`` says what is accepted."""
 
-    def __init__(self, parameter: str, value: object, expected: str) -> None:
-        super().__init__(parameter, value, expected)
-        self.parameter = parameter
-        self.value = value
-        self.expected = expected
+    template = "{parameter}={value!r} is out of range; pass {expected}"
+    parameter: str
+    value: object
+    expected: str
 
-    def __str__(self) -> str:
-        return f"{self.parameter}={self.value!r} is out of range; pass {self.expected}"
+
+@errorclass
+class RuntimeConfigError(InvalidRequest):
+    """A containerd config we cannot merge into: ``source`` names the file, ``problem`` says
+    what is wrong with it and ``fix`` what to do. Nothing has been written."""
+
+    template = "{source}: {problem}; {fix}"
+    source: str
+    problem: str
+    fix: str

@@ -71,8 +71,8 @@ from ._boot import (
     BootBudget,
     boot_budget,
 )
-from ._containerd import KATA_CONFIG_PATH, RuntimeConfigError
-from ._errors import InvalidVmSpec
+from ._containerd import KATA_CONFIG_PATH
+from ._errors import InvalidVmSpec, RuntimeConfigError
 from ._overhead import HGX_GPUS, KATA_BASE_MEMORY_GIB, KATA_BASE_VCPUS
 
 KATA_DROPIN_NAME = "60-gpucaas-gpu.toml"

@@ -3,6 +3,8 @@
 Pure core plus I/O at the edges: trace files in, JSON and PNG reports out.
 """
 
+from gpucaas.errors import own_errors
+
 from ._engine import MODES, SimConfig, expected_work, parse_policies, simulate
 from ._errors import SyntheticSpecError, TraceError
 from ._report import report_json, write_report
@@ -56,3 +58,5 @@ __all__ = [
     "write_report",
     "write_trace_csv",
 ]
+
+own_errors(globals())

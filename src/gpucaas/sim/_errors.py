@@ -6,7 +6,7 @@
     ├── TraceError          a trace file is missing or malformed (names file, line, column)
     └── SyntheticSpecError  a --synthetic spec has a bad key or value (shows the accepted form)
 
-Both keep structured attributes and build their text in ``__str__``, so the CLI can print one
+Both keep structured attributes and build their text from their fields, so the CLI can print one
 line and an API can map them to JSON without parsing the message.
 """
 
@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from pathlib import PurePath
 
-from gpucaas.errors import InvalidRequest
+from gpucaas.errors import InvalidRequest, errorclass
 
 SKIP_BAD_HINT = "fix the row or pass --skip-bad to skip malformed rows"
 """What to do about one malformed data row; the default hint of :class:`TraceError`."""
@@ -26,6 +26,7 @@ SYNTHETIC_FORM = (
 """The accepted ``--synthetic`` form, every key shown (an empty spec means all defaults)."""
 
 
+@errorclass
 class TraceError(InvalidRequest):
     """A trace file is missing, unreadable or has a malformed header or row.
 
@@ -33,22 +34,12 @@ class TraceError(InvalidRequest):
     file; ``column`` and ``value`` are ``None`` when the error is not about one field.
     """
 
-    def __init__(
-        self,
-        path: str,
-        line: int | None,
-        column: str | None,
-        value: str | None,
-        reason: str,
-        hint: str = SKIP_BAD_HINT,
-    ) -> None:
-        super().__init__(path, line, column, value, reason, hint)
-        self.path = path
-        self.line = line
-        self.column = column
-        self.value = value
-        self.reason = reason
-        self.hint = hint
+    path: str
+    line: int | None
+    column: str | None
+    value: str | None
+    reason: str
+    hint: str = SKIP_BAD_HINT
 
     def __str__(self) -> str:
         where = PurePath(self.path).name or self.path
@@ -60,16 +51,13 @@ class TraceError(InvalidRequest):
         return f"{where}: {what}; {self.hint}"
 
 
+@errorclass
 class SyntheticSpecError(InvalidRequest):
     """A synthetic trace spec (the text after ``--synthetic``) has a bad key or value."""
 
-    def __init__(self, spec: str, reason: str) -> None:
-        super().__init__(spec, reason)
-        self.spec = spec
-        self.reason = reason
-
-    def __str__(self) -> str:
-        return (
-            f"bad synthetic trace spec {self.spec!r}: {self.reason}; "
-            f"write comma-separated key=value pairs like {SYNTHETIC_FORM}"
-        )
+    template = (
+        "bad synthetic trace spec {spec!r}: {reason}; "
+        f"write comma-separated key=value pairs like {SYNTHETIC_FORM}"
+    )
+    spec: str
+    reason: str

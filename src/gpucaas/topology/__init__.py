@@ -4,6 +4,8 @@ Pure: no I/O beyond reading the shipped model files at import. A model file that
 validate makes this import fail with a :class:`ModelError` naming the file and the field.
 """
 
+from gpucaas.errors import own_errors
+
 from ._errors import ModelError, NotAPartition, SizeOutOfRange, UnknownModel, UnknownPartition
 from ._loader import ModelRegistry, load_model_file, load_shipped_models, parse_model
 from ._model import NO_PARTITION, Bars, BoardModel, GpuDevice, NvSwitch, Partition
@@ -43,3 +45,5 @@ __all__ = [
     "module_ids_of",
     "parse_model",
 ]
+
+own_errors(globals())
