@@ -26,6 +26,8 @@ both the legacy VFIO container and the iommufd nodes in one spec (see :func:`bui
 Importing it loads neither YAML nor gRPC: the control plane uses :func:`qualified_name`.
 """
 
+from gpucaas.errors import own_errors
+
 from ._build import IOMMU_DEVICE, VFIO_CONTAINER, build_gpu_spec
 from ._errors import CdiError
 from ._model import (
@@ -67,3 +69,5 @@ __all__ = [
     "validate",
     "write_spec",
 ]
+
+own_errors(globals())

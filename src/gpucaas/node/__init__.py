@@ -14,7 +14,11 @@ choice in kubelet device IDs (:class:`PartitionChoice`), which every kubelet plu
 Importing this package loads neither gRPC nor YAML; the subpackages load what they need.
 """
 
+from gpucaas.errors import own_errors
+
 from ._choice import PartitionChoice
 from ._gpus import KubeletGpu, gpu_cdi_spec, kubelet_gpus
 
 __all__ = ["KubeletGpu", "PartitionChoice", "gpu_cdi_spec", "kubelet_gpus"]
+
+own_errors(globals())

@@ -10,6 +10,8 @@ default :class:`PodResourcesWatcher` over the kubelet's PodResources API).
 Importing this package loads gRPC; the control plane never does.
 """
 
+from gpucaas.errors import own_errors
+
 from ._api import PodPartitions
 from ._errors import DevicePluginError, PartitionHeld
 from ._http import HttpEndpoint
@@ -40,3 +42,5 @@ __all__ = [
     "PodResourcesWatcher",
     "socket_name",
 ]
+
+own_errors(globals())

@@ -7,6 +7,8 @@ is the module-ID map's job) and reports a misconfigured device as a
 :class:`DiscoveryError`.
 """
 
+from gpucaas.errors import own_errors
+
 from ._errors import DiscoveryError, InvalidBDF
 from ._sysfs import SYSFS_ROOT, VFIO_PCI, discover, is_vfio_driver
 from ._types import (
@@ -40,3 +42,5 @@ __all__ = [
     "is_vfio_driver",
     "parse_bdf",
 ]
+
+own_errors(globals())

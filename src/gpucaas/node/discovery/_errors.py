@@ -6,45 +6,41 @@ makes discovery impossible, or malformed input, is raised::
 
     GpucaasError
     ├── InvalidRequest
-    │   └── InvalidBDF        a PCI address that is not domain:bus:device.function
+    │   ├── InvalidBDF        a PCI address that is not domain:bus:device.function
+    │   └── DiscoveryError    no readable PCI tree under the sysfs root (names the path;
+    │                         also Unavailable; exit 2: fix --sysfs or the mount)
     └── Unavailable
-        └── DiscoveryError    no readable PCI tree under the sysfs root (names the path)
+        └── DiscoveryError
 """
 
 from __future__ import annotations
 
-from gpucaas.errors import InvalidRequest, Unavailable
+from gpucaas.errors import InvalidRequest, Unavailable, errorclass
 
 
+@errorclass
 class InvalidBDF(InvalidRequest):
     """A PCI address is not of the form ``0000:1b:00.0``."""
 
-    def __init__(self, value: str) -> None:
-        super().__init__(value)
-        self.value = value
-
-    def __str__(self) -> str:
-        return (
-            f"invalid PCI address {self.value!r}; write domain:bus:device.function in hex, "
-            "e.g. 0000:1b:00.0 (as `lspci -D` prints it)"
-        )
+    template = (
+        "invalid PCI address {value!r}; write domain:bus:device.function in hex, "
+        "e.g. 0000:1b:00.0 (as `lspci -D` prints it)"
+    )
+    value: str
 
 
-class DiscoveryError(Unavailable):
+@errorclass
+class DiscoveryError(InvalidRequest, Unavailable):
     """The sysfs root has no readable PCI device tree, so nothing can be discovered.
 
-    An :class:`Unavailable`: the host (or the container's mounts) is not ready, which the
-    operator fixes; retrying with the same root fails the same way.
+    An InvalidRequest (exit 2: the --sysfs root, or the container's mount of /sys, is
+    wrong) that stays an Unavailable for callers that retry a host that is not ready.
     """
 
-    def __init__(self, path: str, reason: str) -> None:
-        super().__init__(path, reason)
-        self.path = path
-        self.reason = reason
-
-    def __str__(self) -> str:
-        return (
-            f"cannot discover PCI devices: {self.path}: {self.reason}; run on the host with "
-            "/sys mounted (in a container: mount the host's /sys read-only), or pass --sysfs "
-            "pointing at a sysfs tree"
-        )
+    template = (
+        "cannot discover PCI devices: {path}: {reason}; run on the host with /sys mounted "
+        "(in a container: mount the host's /sys read-only), or pass --sysfs pointing at a "
+        "sysfs tree"
+    )
+    path: str
+    reason: str

@@ -11,6 +11,8 @@ No gRPC here, and lightkube only when a reporter is built: the control plane imp
 annotation's format from this package.
 """
 
+from gpucaas.errors import own_errors
+
 from ._annotation import (
     UNHEALTHY_ANNOTATION,
     parse_unhealthy_annotation,
@@ -30,3 +32,5 @@ __all__ = [
     "parse_unhealthy_annotation",
     "unhealthy_annotation_patch",
 ]
+
+own_errors(globals())

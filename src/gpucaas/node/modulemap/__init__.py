@@ -9,6 +9,8 @@ map module ID -> BDF (and UUID). Only the NVIDIA driver knows it, so the map is 
 ``nvidia-smi`` cannot see them. Module IDs are never inferred from PCI order.
 """
 
+from gpucaas.errors import own_errors
+
 from ._errors import ModuleMapError, ModuleMapMissing, NvidiaSmiUnavailable
 from ._map import (
     DEFAULT_MAP_PATH,
@@ -37,3 +39,5 @@ __all__ = [
     "save",
     "validate",
 ]
+
+own_errors(globals())

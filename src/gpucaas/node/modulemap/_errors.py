@@ -12,18 +12,17 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from gpucaas.errors import InvalidRequest, Unavailable
+from gpucaas.errors import InvalidRequest, Unavailable, errorclass
 
 
+@errorclass
 class ModuleMapError(InvalidRequest):
     """The module map, or the nvidia-smi XML it is built from, is wrong; says what to do."""
 
-    def __init__(self, what: str, value: object, todo: str, *, source: str | None = None):
-        super().__init__(what, value, todo, source)
-        self.what = what
-        self.value = value
-        self.todo = todo
-        self.source = source
+    what: str
+    value: object
+    todo: str
+    source: str | None = None
 
     def __str__(self) -> str:
         where = f"{self.source}: " if self.source else ""
@@ -34,17 +33,17 @@ class ModuleMapMissing(ModuleMapError):
     """No module map has been stored on this node yet."""
 
 
+@errorclass
 class NvidiaSmiUnavailable(Unavailable):
     """``nvidia-smi -q -x`` could not be run, failed, or timed out."""
 
-    def __init__(self, command: Sequence[str], reason: str):
-        super().__init__(command, reason)
-        self.command = tuple(command)
-        self.reason = reason
+    template = (
+        "cannot read module IDs from `{command: }`: {reason}; run it on the node while the "
+        "NVIDIA driver is bound to the GPUs, or pass --from FILE with `nvidia-smi -q -x` "
+        "output saved while it was"
+    )
+    command: Sequence[str]
+    reason: str
 
-    def __str__(self) -> str:
-        return (
-            f"cannot read module IDs from `{' '.join(self.command)}`: {self.reason}; run it on "
-            "the node while the NVIDIA driver is bound to the GPUs, or pass --from FILE with "
-            "`nvidia-smi -q -x` output saved while it was"
-        )
+    def __post_init__(self) -> None:
+        self.command = tuple(self.command)

@@ -33,6 +33,8 @@ kernel would block in the unbind, not fail; bind a device that has no IOMMU grou
 group stay on their driver: the kernel allows them in a VFIO group.
 """
 
+from gpucaas.errors import own_errors
+
 from ._api import SysfsKernel
 from ._apply import VfioResult, apply
 from ._errors import DeviceInUse, KernelWriteError, UnknownDevice, VfioError
@@ -59,3 +61,5 @@ __all__ = [
     "read_host",
     "status",
 ]
+
+own_errors(globals())

@@ -1,13 +1,17 @@
-"""Errors of VFIO binding::
+"""Errors of VFIO binding, all in the VFIO family (where they came from) and each under the
+branch that says what the caller can do::
 
 GpucaasError
-├── Conflict
-│   └── VfioError         a group cannot move as asked (lists every VfioProblem)
-│       └── DeviceInUse   a process holds a device the plan would unbind
+├── VfioFailure            family base of every VFIO error
+├── Refused
+│   └── Conflict
+│       └── VfioError         a group cannot move as asked (lists every VfioProblem;
+│           │                 also VfioFailure)
+│           └── DeviceInUse   a process holds a device the plan would unbind
 ├── InvalidRequest
-│   └── UnknownDevice     a --device that is no NVIDIA GPU or NVSwitch here
+│   └── UnknownDevice     a --device that is no NVIDIA GPU or NVSwitch here (also VfioFailure)
 └── Unavailable
-    └── KernelWriteError  a sysfs write failed for another reason than EBUSY
+    └── KernelWriteError  a sysfs write failed for another reason than EBUSY (also VfioFailure)
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from gpucaas.errors import Conflict, InvalidRequest, Unavailable
+from gpucaas.errors import Conflict, GpucaasError, InvalidRequest, Unavailable, errorclass
 from gpucaas.node.discovery import BDF
 
 
@@ -31,21 +35,25 @@ class VfioProblem:
         return self.message
 
 
-class VfioError(Conflict):
+class VfioFailure(GpucaasError):
+    """Base of the errors of moving devices to and from vfio-pci."""
+
+
+@errorclass
+class VfioError(VfioFailure, Conflict):
     """The devices cannot be moved as asked; each problem names its device and what to do.
 
-    A :class:`~gpucaas.errors.Conflict`: the host's state (a device in the group, a driver,
-    a process) stands in the way. ``changed`` lists devices already moved when the error
-    came part-way through :func:`apply` (empty when nothing was written).
+    A Conflict: the host's state (a device in the group, a driver, a process) stands in
+    the way. ``changed`` lists devices already moved when the error came part-way through
+    :func:`apply` (empty when nothing was written).
     """
 
-    def __init__(
-        self, action: str, problems: Sequence[VfioProblem], changed: Sequence[BDF] = ()
-    ) -> None:
-        super().__init__(action, tuple(problems), tuple(changed))
-        self.action = action
-        self.problems = tuple(problems)
-        self.changed = tuple(changed)
+    action: str
+    problems: Sequence[VfioProblem]
+    changed: Sequence[BDF] = ()
+
+    def __post_init__(self) -> None:
+        self.problems, self.changed = tuple(self.problems), tuple(self.changed)
 
     @property
     def bdfs(self) -> tuple[BDF, ...]:
@@ -67,29 +75,23 @@ class DeviceInUse(VfioError):
     """A process holds a device (or the kernel answered EBUSY), so it was not unbound."""
 
 
-class UnknownDevice(InvalidRequest):
+@errorclass
+class UnknownDevice(VfioFailure, InvalidRequest):
     """A ``--device`` address is no GPU or NVSwitch found under the sysfs root."""
 
-    def __init__(self, bdf: str, sysfs_root: Path) -> None:
-        super().__init__(bdf, sysfs_root)
-        self.bdf = bdf
-        self.sysfs_root = sysfs_root
-
-    def __str__(self) -> str:
-        return (
-            f"no NVIDIA GPU or NVSwitch at {self.bdf} under {self.sysfs_root}; "
-            "`gpucaas node inspect` lists the devices this host has"
-        )
+    template = (
+        "no NVIDIA GPU or NVSwitch at {bdf} under {sysfs_root}; "
+        "`gpucaas node inspect` lists the devices this host has"
+    )
+    bdf: str
+    sysfs_root: Path
 
 
-class KernelWriteError(Unavailable):
+@errorclass
+class KernelWriteError(VfioFailure, Unavailable):
     """A sysfs write failed for a reason other than a busy device (names the file)."""
 
-    def __init__(self, path: Path, reason: str, hint: str) -> None:
-        super().__init__(path, reason, hint)
-        self.path = path
-        self.reason = reason
-        self.hint = hint
-
-    def __str__(self) -> str:
-        return f"cannot write {self.path}: {self.reason}; {self.hint}"
+    template = "cannot write {path}: {reason}; {hint}"
+    path: Path
+    reason: str
+    hint: str
