@@ -5,6 +5,10 @@ The shared cluster traces are read only through ``GPUCAAS_DATA`` (the Makefile p
 
 ``postgres_url`` / ``postgres_db_url`` give a real PostgreSQL server: ``GPUCAAS_TEST_POSTGRES_URL``
 or a throwaway one started by ``scripts/pg-test-server``; they skip when neither is available.
+
+Every test under ``tests/integration`` is marked ``integration`` and every test under
+``tests/e2e`` is marked ``e2e`` here, by directory, so ``pytest -m "not e2e"`` runs without
+the Kubernetes test bed and no test file has to remember its marker.
 """
 
 from __future__ import annotations
@@ -21,6 +25,20 @@ from pathlib import Path
 import pytest
 
 DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+TESTS = Path(__file__).resolve().parent
+# Directory under tests/ -> the marker its tests get (registered in pyproject.toml).
+DIRECTORY_MARKERS = {"integration": "integration", "e2e": "e2e"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        try:
+            top = item.path.resolve().relative_to(TESTS).parts[0]
+        except (ValueError, IndexError):  # not under tests/ (e.g. a path given on the command line)
+            continue
+        marker = DIRECTORY_MARKERS.get(top)
+        if marker is not None:
+            item.add_marker(marker)
 
 
 def shared_data_dir() -> Path | None:

@@ -23,7 +23,7 @@ import subprocess
 import sys
 import tempfile
 import uuid
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -235,7 +235,18 @@ def kata_runtime_class(kube: Client) -> Iterator[str]:
 
 # --- a real node: kubelet + containerd + runc + our node agent (issue 7) ----------------------
 
-from real_node import RealNode, log_tails, missing_prerequisite, real_node  # noqa: E402
+from real_node import (  # noqa: E402
+    NODE_LOG_LINES,
+    NODE_LOGS,
+    RealNode,
+    log_tail,
+    log_tails,
+    missing_prerequisite,
+    real_node,
+)
+
+RUNNING_NODE = pytest.StashKey[RealNode]()
+"""node_bed's node while it runs (in the config's stash), for the failure reports."""
 
 
 @pytest.fixture(scope="session")
@@ -244,6 +255,7 @@ def node_bed(pytestconfig: pytest.Config) -> Iterator[RealNode]:
 
     Its containerd imports the drop-in ``gpucaas node runtime-config containerd`` writes (the
     Kata handler mapped to runc for this machine, CDI on), so that output is what the node runs.
+    A test that uses it and fails shows the kubelet's and containerd's logs' tails.
     """
     why = missing_prerequisite()
     if why:
@@ -252,4 +264,29 @@ def node_bed(pytestconfig: pytest.Config) -> Iterator[RealNode]:
         pytest.skip(f"{KUBECONFIG_ENV} is set: the real-node tests need the local test bed")
     _built_testbed(pytestconfig, "no kubelet/containerd build")
     with real_node(runtime_config=True) as node:
-        yield node
+        pytestconfig.stash[RUNNING_NODE] = node
+        try:
+            yield node
+        finally:
+            del pytestconfig.stash[RUNNING_NODE]
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    """A failure (setup, call or teardown) of a test on the real node carries the tails of
+    the kubelet's and containerd's logs as report sections: a pod that did not start says
+    why only there (a shim that would not start, CNI, CDI, the device plugin). If node_bed
+    itself fails to start, real_node() prints every log's tail instead."""
+    report = yield
+    node = item.config.stash.get(RUNNING_NODE, None)
+    if report.failed and node is not None and "node_bed" in getattr(item, "fixturenames", ()):
+        for name in NODE_LOGS:
+            report.sections.append(
+                (
+                    f"{name} (last {NODE_LOG_LINES} lines, {node.workdir / name})",
+                    log_tail(node.workdir / name, NODE_LOG_LINES),
+                )
+            )
+    return report

@@ -166,6 +166,23 @@ class RealNode:
                     found += [n["path"] for n in edits + common]
         return found
 
+    def shim_binaries(self) -> set[str]:
+        """The executables of the containerd shims serving this node's containerd (their
+        command lines name its socket), read from /proc."""
+        socket = self.env["CONTAINERD_ADDRESS"]
+        found = set()
+        for proc in Path("/proc").iterdir():
+            if not proc.name.isdigit():
+                continue
+            try:
+                argv = (proc / "cmdline").read_bytes().split(b"\0")
+                exe = os.readlink(proc / "exe")
+            except OSError:  # gone meanwhile, or a kernel thread
+                continue
+            if b"containerd-shim" in argv[0] and socket.encode() in argv:
+                found.add(exe)
+        return found
+
     def restart_kubelet(self) -> None:
         subprocess.run(
             [str(TESTBED), "restart-kubelet", str(self.workdir)],
@@ -219,14 +236,31 @@ def _stop(node: RealNode, name: str) -> None:
         proc.wait()
 
 
+NODE_LOGS = ("kubelet.log", "containerd.log")
+"""The logs that say why a pod did not run (shim, CNI, CDI, devices): in every real-node
+failure (tests/e2e/conftest.py), and longer than the others in :func:`log_tails`."""
+NODE_LOG_LINES = 60
+
+
+def log_tail(log: Path, lines: int) -> str:
+    """The last ``lines`` lines of one log, or a line saying it is missing."""
+    try:
+        text = log.read_text(errors="replace")
+    except FileNotFoundError:
+        return f"({log} does not exist)"
+    return "\n".join(text.splitlines()[-lines:])
+
+
 def log_tails(workdir: Path, lines: int = 30) -> str:
+    """The tails of the test bed's logs in ``workdir``: ``lines`` of each, and
+    ``NODE_LOG_LINES`` of the kubelet's and containerd's."""
     parts = []
     for log in sorted(workdir.glob("*.log")):
         if log.name == "pki.log":  # openssl's progress dots
             continue
-        text = log.read_text(errors="replace").splitlines()[-lines:]
-        parts.append(f"----- {log.name} -----\n" + "\n".join(text))
-    return "\n".join(parts)
+        n = max(lines, NODE_LOG_LINES) if log.name in NODE_LOGS else lines
+        parts.append(f"----- {log.name} (last {n} lines) -----\n{log_tail(log, n)}")
+    return "\n".join(parts) + "\n"
 
 
 @contextmanager
@@ -376,6 +410,7 @@ def real_node(*, runtime_config: bool = True) -> Iterator[RealNode]:
         finally:
             kube.close()
         node.env["NODE_READY_S"] = f"{time.monotonic() - t0:.1f}"
+        _check_own_shim(node)
         yield node
     except BaseException:
         sys.stderr.write(log_tails(workdir))
@@ -393,9 +428,32 @@ def real_node(*, runtime_config: bool = True) -> Iterator[RealNode]:
             shutil.rmtree(workdir, ignore_errors=True)
 
 
+def _check_own_shim(node: RealNode) -> None:
+    """The node's pods run under the test bed's own runc shim: a distribution's containerd
+    (Debian's 1.6 puts an older ``containerd-shim-runc-v2`` in /usr/bin) must not lend ours
+    its shim, which fails every pod ("failed to start shim")."""
+    kube = node.client()
+    try:
+        wait_for(
+            "the node agent's stand-in pod to run",
+            lambda: (
+                (pod := kube.get(Pod, STAND_IN, namespace=AGENT_NAMESPACE)).status is not None
+                and pod.status.phase == "Running"
+            ),
+            60,
+        )
+    finally:
+        kube.close()
+    ours = str(Path(node.env["CONTAINERD_BIN_DIR"]) / "containerd-shim-runc-v2")
+    shims = node.shim_binaries()
+    if shims != {ours}:
+        raise AssertionError(f"the node's containerd runs the shims {sorted(shims)}, not {ours}")
+
+
 DEPLOY = REPO / "deploy"
 AGENT_NAMESPACE = "gpucaas-system"
 AGENT_ACCOUNT = "gpucaas-node-agent"
+STAND_IN = "node-agent-stand-in"
 
 
 def _node_agent_identity(node: RealNode) -> Path:
@@ -415,7 +473,7 @@ def _node_agent_identity(node: RealNode) -> Path:
                 kube.create(obj)
         kube.create(
             Pod(
-                metadata=ObjectMeta(name="node-agent-stand-in", namespace=AGENT_NAMESPACE),
+                metadata=ObjectMeta(name=STAND_IN, namespace=AGENT_NAMESPACE),
                 spec=PodSpec(
                     nodeName=node.name,
                     serviceAccountName=AGENT_ACCOUNT,
@@ -424,7 +482,7 @@ def _node_agent_identity(node: RealNode) -> Path:
                 ),
             )
         )
-        pod = kube.get(Pod, "node-agent-stand-in", namespace=AGENT_NAMESPACE)
+        pod = kube.get(Pod, STAND_IN, namespace=AGENT_NAMESPACE)
         token = kube.create(
             ServiceAccount.Token(
                 metadata=ObjectMeta(name=AGENT_ACCOUNT, namespace=AGENT_NAMESPACE),
@@ -434,7 +492,7 @@ def _node_agent_identity(node: RealNode) -> Path:
                     boundObjectRef=BoundObjectReference(
                         kind="Pod",
                         apiVersion="v1",
-                        name="node-agent-stand-in",
+                        name=STAND_IN,
                         uid=pod.metadata.uid,
                     ),
                 ),

@@ -31,7 +31,6 @@ CHROMIUM_ARGS = [
     "--disable-sync",
     "--no-first-run",
 ]
-SCREENSHOT_COPY = Path("/tmp/gpucaas-dashboard.png")
 IMAGE = "docker.io/library/busybox:1.36"
 
 
@@ -270,9 +269,8 @@ def test_dashboard_shows_fleet_and_containers_live(
                 )
                 shot = tmp_path / "dashboard.png"
                 page.screenshot(path=str(shot), full_page=True)
-                SCREENSHOT_COPY.unlink(missing_ok=True)
-                shutil.copyfile(shot, SCREENSHOT_COPY)
-                print(f"dashboard screenshot: {shot} (copy: {SCREENSHOT_COPY})")
+                # only under tmp_path: pytest keeps the last runs' (-s shows where)
+                print(f"dashboard screenshot: {shot}")
 
                 # Live update: stop a container; the table and the grid follow.
                 victim = next(cid for cid, c in running.items() if c["gpus"] == 2)

@@ -445,9 +445,11 @@ def test_a_fabric_manager_restart_is_replayed_by_the_controller(
 
     fm_restart(daemon.state_dir)
     assert fm.awaiting_replay and fm.active_ids() == set()
-    wait_for(lambda: not fm.awaiting_replay, "the controller to replay the desired set", 10)
+    # The metric, not FM's state file: the controller counts a replay only after set-activated
+    # has returned (and written the file), so a wait on the file can beat the count.
+    wait_for(lambda: replay_count(daemon) >= 1, "the controller to replay the desired set", 30)
+    assert not fm.awaiting_replay
     assert fm.active_ids() == {3, 6} and daemon.desired() == [3, 6]
-    assert replay_count(daemon) >= 1
     status, body = wait_for(lambda: (r := daemon.http("/healthz"))[0] == 200 and r, "healthz")
     health = json.loads(body)
     assert health["ok"] and health["in_sync"] and health["fabric_active"] == [3, 6]
@@ -456,11 +458,17 @@ def test_a_fabric_manager_restart_is_replayed_by_the_controller(
         client.deactivate(3)  # partition calls work again
         client.deactivate(6)
 
+    replays = replay_count(daemon)
     fm_restart(daemon.state_dir)  # an empty set must be replayed too, or FM aborts
-    wait_for(lambda: not fm.awaiting_replay, "the controller to replay the empty set", 10)
+    wait_for(lambda: replay_count(daemon) > replays, "the controller to replay the empty set", 30)
+    assert not fm.awaiting_replay
     assert fm.active_ids() == set() and not fm.aborted
-    assert replay_count(daemon) >= 2
-    assert any(r["msg"] == "replayed the desired set" for r in daemon.records())
+    # the log line follows the metric in the same call
+    wait_for(
+        lambda: any(r["msg"] == "replayed the desired set" for r in daemon.records()),
+        "the replay's log line",
+        10,
+    )
 
 
 def test_while_fabric_manager_initialises_calls_are_refused_and_health_is_503(
