@@ -86,24 +86,7 @@ def test_exported_exceptions_join_the_error_tree(module_name: str) -> None:
             assert issubclass(value, GpucaasError), f"{module_name}.{name} is no GpucaasError"
 
 
-PENDING_OWN_ERRORS = {"gpucaas.node"}
-"""Packages whose ``__init__`` does not call ``own_errors`` yet (node: after its split);
-strict, so the mark fails once the package does and must then be removed."""
-
-
-@pytest.mark.parametrize(
-    "module_name",
-    [
-        pytest.param(
-            name,
-            marks=pytest.mark.xfail(strict=True, reason="own_errors(globals()) not called yet"),
-        )
-        if name in PENDING_OWN_ERRORS
-        else name
-        for name in PUBLIC_MODULES
-    ],
-    ids=PUBLIC_MODULES,
-)
+@pytest.mark.parametrize("module_name", PUBLIC_MODULES, ids=PUBLIC_MODULES)
 def test_exported_exceptions_show_the_public_module(module_name: str) -> None:
     """Tracebacks and reprs show ``gpucaas.fabric.PartitionInUse``, never the private module
     that defines it (httpx sets ``__module__`` the same way)."""

@@ -11,6 +11,7 @@ from typer.testing import CliRunner
 
 from gpucaas.cli import node_boot
 from gpucaas.cli.tenant import boot_view
+from gpucaas.client import Container, State
 from gpucaas.runtime import TARGET_SECONDS, boot_budget, vm_memory_for
 
 runner = CliRunner()
@@ -95,13 +96,31 @@ def test_help_ends_with_the_example() -> None:
 # --- describe's boot view -----------------------------------------------------------------
 
 
-def container(**timestamps: str) -> dict[str, object]:
-    return {
-        "gpus": 3,
-        "gpus_granted": 4,
-        "created_at": "2026-01-02T03:04:05.000Z",
-        "timestamps": {"queued": "2026-01-02T03:04:05.000Z", **timestamps},
-    }
+def container(**timestamps: str) -> Container:
+    """A 3-GPU container granted a 4-GPU partition, as the typed client returns it."""
+    created = "2026-01-02T03:04:05.000Z"
+    return Container(
+        id="c1",
+        tenant="t",
+        name=None,
+        image="busybox",
+        command=[],
+        args=[],
+        env={},
+        gpus=3,
+        gpus_granted=4,
+        nfs=[],
+        labels={},
+        max_runtime_s=None,
+        state=State.QUEUED,
+        reason="",
+        message="",
+        exit_code=None,
+        partition=None,
+        created_at=created,
+        updated_at=created,
+        timestamps={"queued": created, **timestamps},
+    )
 
 
 def test_boot_view_measures_each_span_and_estimates_the_granted_partition() -> None:
