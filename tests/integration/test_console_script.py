@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from gpucaas.placement import POLICY_NAMES
+
 
 def gpucaas() -> str:
     script = Path(sys.executable).parent / "gpucaas"
@@ -55,7 +57,7 @@ def test_sim_on_the_shared_trace_writes_the_report(default_trace: Path, tmp_path
     assert done.returncode == 0, done.stderr
     data = json.loads(done.stdout)
     assert data["config"]["capacity_gpus"] == 48
-    assert len(data["policies"]) == 6
+    assert len(data["policies"]) == len(POLICY_NAMES)  # every registered policy and fluid
     assert sorted(p.name for p in tmp_path.iterdir()) == [
         "allocation.png",
         "fragmentation.png",
