@@ -42,12 +42,12 @@ from lightkube.resources.core_v1 import Pod
 from lightkube.resources.node_v1 import RuntimeClass
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(REPO / "tests"), str(REPO / "tests" / "e2e")]
+sys.path.insert(0, str(REPO))  # the tests package: its live plane and real node
 
-from real_node import missing_prerequisite, real_node  # noqa: E402
+from tests.e2e.real_node import missing_prerequisite, real_node  # noqa: E402
+from tests.live_plane import FINAL, live_plane  # noqa: E402
 
 from gpucaas.runtime import runtime_class  # noqa: E402
-from live_plane import FINAL, live_plane  # noqa: E402
 
 POLL_S = 0.02
 

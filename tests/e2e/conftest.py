@@ -163,7 +163,7 @@ def kube_cluster(pytestconfig: pytest.Config) -> Iterator[KubeCluster]:
 
 # --- an HGX fleet of kwok nodes, for the gpucaas Kubernetes backend's tests ---------------------
 
-from kube_helpers import GPU, NODES, delete_if_exists, wait_for  # noqa: E402
+from tests.e2e.kube_helpers import GPU, NODES, delete_if_exists, wait_for  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -235,7 +235,7 @@ def kata_runtime_class(kube: Client) -> Iterator[str]:
 
 # --- a real node: kubelet + containerd + runc + our node agent (issue 7) ----------------------
 
-from real_node import (  # noqa: E402
+from tests.e2e.real_node import (  # noqa: E402
     NODE_LOG_LINES,
     NODE_LOGS,
     RealNode,

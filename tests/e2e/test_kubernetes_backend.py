@@ -6,13 +6,11 @@ one GPU, always a valid partition; tenant objects; cordon and NotReady; kill -9 
 from __future__ import annotations
 
 import random
-import sys
 import time
 import uuid
 from collections import Counter, defaultdict
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -27,11 +25,9 @@ from lightkube.resources.core_v1 import (
 )
 from lightkube.resources.networking_v1 import NetworkPolicy
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from kube_helpers import GPU, NODES, delete_if_exists, wait_for
-
 from gpucaas.topology import get_model
-from live_plane import FINAL, Live, live_plane
+from tests.e2e.kube_helpers import GPU, NODES, delete_if_exists, wait_for
+from tests.live_plane import FINAL, Live, live_plane
 
 H100 = get_model("hgx-h100-8")
 KWOK_TAINT = "kwok.x-k8s.io/node=fake:NoSchedule"

@@ -16,11 +16,11 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from kube_helpers import delete_if_exists, wait_for
 from lightkube import Client
 from lightkube.resources.core_v1 import Namespace, Pod
 
-from live_plane import free_port
+from tests.e2e.kube_helpers import delete_if_exists, wait_for
+from tests.live_plane import free_port
 
 KWOK_TAINT = "kwok.x-k8s.io/node=fake:NoSchedule"
 TENANT = "crash"

@@ -15,7 +15,6 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import grpc
@@ -27,14 +26,12 @@ from lightkube.resources.core_v1 import Node, Pod
 from lightkube.resources.node_v1 import RuntimeClass
 from lightkube.types import PatchType
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from kube_helpers import delete_if_exists, wait_for
-from real_node import GPU, RealNode, agent_client
-
 from gpucaas.node.health import parse_unhealthy_annotation, unhealthy_annotation_patch
 from gpucaas.runtime import RUNTIME_CLASS_NAME, runtime_class
 from gpucaas.topology import get_model
-from live_plane import FINAL, Live, live_plane, wait_state
+from tests.e2e.kube_helpers import delete_if_exists, wait_for
+from tests.e2e.real_node import GPU, RealNode, agent_client
+from tests.live_plane import FINAL, Live, live_plane, wait_state
 
 H100 = get_model("hgx-h100-8")
 RUN = uuid.uuid4().hex[:6]

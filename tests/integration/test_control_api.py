@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 import pytest
 
-from live_plane import FINAL, Live, live_plane, wait_state
+from tests.live_plane import FINAL, Live, live_plane, wait_state
 
 SLEEP = {"image": "busybox", "command": ["sleep", "30"]}
 

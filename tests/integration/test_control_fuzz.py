@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis.errors import Unsatisfiable
 from schemathesis.checks import not_a_server_error
 
-from live_plane import Live, live_plane
+from tests.live_plane import Live, live_plane
 
 
 @pytest.fixture(scope="module")

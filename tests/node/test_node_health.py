@@ -9,7 +9,6 @@ import time
 from pathlib import Path
 
 import pytest
-from node_fakes import FailingFabric
 
 from gpucaas.errors import InvalidRequest
 from gpucaas.node import KubeletGpu
@@ -24,6 +23,7 @@ from gpucaas.node.health import (
     unhealthy_annotation_patch,
 )
 from gpucaas.topology import get_model
+from tests.node.node_fakes import FailingFabric
 
 MODEL = get_model("hgx-h100-8")
 

@@ -18,8 +18,6 @@ from pathlib import Path
 
 import grpc
 import pytest
-from kubelet_fake import TestKubelet
-from node_fakes import FailingFabric, FunctionPods
 from prometheus_client.parser import text_string_to_metric_families
 
 from gpucaas.errors import InvalidRequest
@@ -28,6 +26,8 @@ from gpucaas.node import KubeletGpu
 from gpucaas.node.deviceplugin import DevicePlugin, HttpEndpoint, PluginState
 from gpucaas.node.health import FabricFailures, NodeHealth
 from gpucaas.topology import get_model
+from tests.node.kubelet_fake import TestKubelet
+from tests.node.node_fakes import FailingFabric, FunctionPods
 
 MODEL = get_model("hgx-h100-8")
 

@@ -10,7 +10,6 @@ import os
 from pathlib import Path
 
 import pytest
-from sysfs_fixture import GPU_BDFS, NIC_BDF, NVSWITCH_BDFS, MakeSysfs
 
 from gpucaas.errors import Conflict, MisuseError
 from gpucaas.node.discovery import InvalidBDF, WarningCode, discover
@@ -31,6 +30,7 @@ from gpucaas.node.vfio import (
 from gpucaas.node.vfio._host import PciFunction  # internals, tested directly
 from gpucaas.node.vfio._kernels import FIXTURE_LOADED_DRIVERS
 from gpucaas.node.vfio._plan import VfioStepKind
+from tests.node.sysfs_fixture import GPU_BDFS, NIC_BDF, NVSWITCH_BDFS, MakeSysfs
 
 GPU_9A, GPU_DB, GPU_2A = "0000:9a:00.0", "0000:db:00.0", "0000:2a:00.0"
 WITH_NVIDIA = FIXTURE_LOADED_DRIVERS | {"nvidia"}
