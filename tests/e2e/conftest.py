@@ -206,18 +206,17 @@ def hgx_nodes(kube: Client) -> Iterator[list[str]]:
 
     for name in names:
         make(name)
-    wait_for(
-        "100 Ready kwok nodes",
-        lambda: (
-            sum(
-                1
-                for n in kube.list(Node, labels={"gpucaas-e2e": run})
-                for c in (n.status.conditions or [])
-                if c.type == "Ready" and c.status == "True"
+
+    def all_ready() -> bool:
+        ready = 0
+        for n in kube.list(Node, labels={"gpucaas-e2e": run}):
+            assert n.status is not None, n
+            ready += sum(
+                1 for c in (n.status.conditions or []) if c.type == "Ready" and c.status == "True"
             )
-            == NODES
-        ),
-    )
+        return ready == NODES
+
+    wait_for("100 Ready kwok nodes", all_ready)
     try:
         yield names
     finally:
@@ -230,6 +229,7 @@ def kata_runtime_class(kube: Client) -> Iterator[str]:
     """The RuntimeClass of deploy/ (gpucaas.runtime.runtime_class()), as an operator installs it."""
     obj = codecs.from_dict(runtime_class())
     kube.apply(obj, force=True)
+    assert obj.metadata is not None and obj.metadata.name is not None
     yield obj.metadata.name
 
 

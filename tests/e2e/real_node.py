@@ -42,7 +42,7 @@ from gpucaas.node.discovery import discover
 from gpucaas.node.modulemap import parse_nvidia_smi_xml
 from gpucaas.node.proto import podresources_v1_pb2 as pr
 from gpucaas.node.proto import podresources_v1_pb2_grpc as pr_grpc
-from tests.e2e.kube_helpers import wait_for
+from tests.e2e.kube_helpers import meta, wait_for
 from tests.live_plane import free_port
 from tests.node import sysfs_fixture
 
@@ -493,7 +493,7 @@ def _node_agent_identity(node: RealNode) -> Path:
                         kind="Pod",
                         apiVersion="v1",
                         name=STAND_IN,
-                        uid=pod.metadata.uid,
+                        uid=meta(pod).uid,
                     ),
                 ),
             ),
@@ -502,6 +502,7 @@ def _node_agent_identity(node: RealNode) -> Path:
         )
     finally:
         kube.close()
+    assert token.status is not None
     path = node.workdir / "node-agent.kubeconfig"
     config = {
         "apiVersion": "v1",

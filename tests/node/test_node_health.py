@@ -7,6 +7,7 @@ from __future__ import annotations
 import threading
 import time
 from pathlib import Path
+from typing import NoReturn
 
 import pytest
 
@@ -95,7 +96,7 @@ def test_fabric_failures_keep_the_last_answer_when_the_fabric_is_down() -> None:
     fabric.failed = ["00000000:9A:00.0"]
     assert failures() == {"0000:9a:00.0"}
 
-    def down() -> None:
+    def down() -> NoReturn:
         raise ConnectionError("fm-controller unreachable")
 
     fabric.failed_devices = down  # type: ignore[method-assign]

@@ -438,7 +438,7 @@ def test_an_unhealthy_gpu_recovers_within_a_second(
     config = hgx_sysfs / "bus" / "pci" / "devices" / str(gpu.bdf) / "config"
     good = config.read_bytes()
 
-    def breaks_and_recovers(breaking: Callable[[], None], mending: Callable[[], None]) -> None:
+    def breaks_and_recovers(breaking: Callable[[], object], mending: Callable[[], object]) -> None:
         breaking()
         started = time.monotonic()
         kubelet.wait_for(lambda k: k.health().get(gpu.device_id) == "Unhealthy", timeout=1.0)
