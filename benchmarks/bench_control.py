@@ -331,7 +331,7 @@ def print_load_table(rows: list[tuple[str, Load]], rate: float) -> None:
 
 def server_errors(load: Load) -> list[str]:
     """The first few non-2xx replies, for the report."""
-    out = []
+    out: list[str] = []
     for reply in load.replies:
         if reply.status_code >= 400 and len(out) < 3:
             out.append(f"HTTP {reply.status_code}: {reply.text[:300]}")

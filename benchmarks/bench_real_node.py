@@ -34,7 +34,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from lightkube import ApiError
 from lightkube.models.meta_v1 import ObjectMeta
@@ -42,12 +42,13 @@ from lightkube.resources.core_v1 import Pod
 from lightkube.resources.node_v1 import RuntimeClass
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(REPO / "tests"), str(REPO / "tests" / "e2e")]
+sys.path.insert(0, str(REPO))  # the tests package: its live plane and real node
 
-from real_node import missing_prerequisite, real_node  # noqa: E402
+from tests.e2e.kube_helpers import meta, pod_spec  # noqa: E402
+from tests.e2e.real_node import missing_prerequisite, real_node  # noqa: E402
+from tests.live_plane import FINAL, live_plane  # noqa: E402
 
 from gpucaas.runtime import runtime_class  # noqa: E402
-from live_plane import FINAL, live_plane  # noqa: E402
 
 POLL_S = 0.02
 
@@ -87,12 +88,13 @@ def baseline_round(kube: Any, template: Pod, i: int) -> float:
     """The pod gpucaas made last (same namespace, quota, resources with 2 GPUs, RuntimeClass,
     image), created directly for the default scheduler: the device plugin, containerd and
     runc do the same work; gpucaas's API, store, placement and binding are left out."""
-    pod = Pod.from_dict(template.to_dict())
-    namespace = pod.metadata.namespace
+    # lightkube types from_dict as returning its DictMixin base, not the class it is called on
+    pod = cast(Pod, Pod.from_dict(template.to_dict()))
+    namespace = meta(pod).namespace
     name = f"plain-{i}"
     pod.metadata = ObjectMeta(name=name, namespace=namespace)  # no gpucaas labels: not ours
-    pod.spec.nodeName = None
-    pod.spec.schedulerName = None
+    pod_spec(pod).nodeName = None
+    pod_spec(pod).schedulerName = None
     pod.status = None
     t0 = time.monotonic()
     kube.create(pod)
@@ -116,7 +118,8 @@ def baseline_round(kube: Any, template: Pod, i: int) -> float:
 
 def last_gpucaas_pod(kube: Any) -> Pod:
     pods = list(kube.list(Pod, namespace="*", labels={"gpucaas.io/container": None}))
-    return max(pods, key=lambda p: p.metadata.creationTimestamp)
+    newest: Pod = max(pods, key=lambda p: p.metadata.creationTimestamp)
+    return newest
 
 
 def main() -> None:
@@ -135,7 +138,7 @@ def main() -> None:
         kube = node.client()
         rc = runtime_class()
         rc["overhead"] = {"podFixed": {"memory": "64Mi", "cpu": "10m"}}
-        kube.create(RuntimeClass.from_dict(rc))
+        kube.create(cast(RuntimeClass, RuntimeClass.from_dict(rc)))
         with (
             tempfile.TemporaryDirectory(prefix="gpucaas-bench-node-") as state,
             live_plane(

@@ -17,6 +17,7 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from gpucaas.sim import DynamicResult, SimConfig, load_trace, parse_policies, simulate
 from gpucaas.topology import get_model
@@ -40,7 +41,7 @@ def main() -> int:
     load_s = time.perf_counter() - started
     board = get_model("hgx-h100-8")
     out: dict[str, object] = {"trace": path.name, "pods": len(trace.pods), "load_s": load_s}
-    fleets = {}
+    fleets: dict[int, dict[str, Any]] = {}
     for nodes in FLEETS:
         t0 = time.perf_counter()
         results = simulate(SimConfig(board, nodes, parse_policies("all")), trace)
@@ -90,7 +91,7 @@ def main() -> int:
             f"  {'policy':<12} {'loss %cap':>9} {'loss %queued':>12} {'x best-fit':>10} "
             f"{'alloc %':>8} {'queued d':>8} {'invalid':>7}"
         )
-        for name, p in f["policies"].items():  # type: ignore[attr-defined]
+        for name, p in f["policies"].items():
             ratio = "-" if p["loss_vs_best_fit"] is None else f"{p['loss_vs_best_fit']:.2f}"
             print(
                 f"  {name:<12} {p['fragmentation_loss_pct']:>9.3f} "

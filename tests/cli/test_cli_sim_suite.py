@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 from typer.testing import CliRunner
 
@@ -12,7 +13,7 @@ from gpucaas.placement import DEFAULT_POLICY, POLICY_NAMES
 runner = CliRunner()
 
 
-def test_sim_suite_short_json_without_data(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_sim_suite_short_json_without_data(tmp_path: Path) -> None:
     result = runner.invoke(
         app, ["sim", "--suite", "--short", "--data", str(tmp_path / "none"), "--json"]
     )
@@ -25,7 +26,7 @@ def test_sim_suite_short_json_without_data(tmp_path) -> None:  # type: ignore[no
     assert set(doc["workloads"][0]["policies"]) == set(POLICY_NAMES)
 
 
-def test_sim_suite_short_table(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_sim_suite_short_table(tmp_path: Path) -> None:
     result = runner.invoke(app, ["sim", "--suite", "--short", "--data", str(tmp_path)])
     assert result.exit_code == 0, result.stderr
     lines = result.stdout.splitlines()

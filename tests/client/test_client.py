@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from pathlib import Path
+from typing import TypedDict, Unpack
 
 import httpx
 import pytest
@@ -37,7 +38,15 @@ from gpucaas.errors import Conflict, GpucaasError, InvalidRequest, Unavailable
 Handler = Callable[[httpx.Request], httpx.Response]
 
 
-def client(handler: Handler, **kwargs: float) -> Client:
+class ClientOptions(TypedDict, total=False):
+    """Client's keyword options, as the tests pass them on."""
+
+    timeout: float
+    retries: int
+    retry_delay_s: float
+
+
+def client(handler: Handler, **kwargs: Unpack[ClientOptions]) -> Client:
     return Client("http://api.test", "gpc_secret", transport=httpx.MockTransport(handler), **kwargs)
 
 
@@ -361,7 +370,8 @@ def test_run_takes_the_request_model_and_sends_only_what_was_set() -> None:
         return httpx.Response(201, json=container("abc"))
 
     with client(handler) as c:
-        c.run(ContainerCreate(image="busybox", gpus=2, command=["true"]))
+        # model_validate: mypy does not see the defaults given in Annotated[..., Field(default=...)]
+        c.run(ContainerCreate.model_validate({"image": "busybox", "gpus": 2, "command": ["true"]}))
     assert bodies == [{"image": "busybox", "gpus": 2, "command": ["true"]}]
 
 

@@ -163,7 +163,7 @@ def kube_cluster(pytestconfig: pytest.Config) -> Iterator[KubeCluster]:
 
 # --- an HGX fleet of kwok nodes, for the gpucaas Kubernetes backend's tests ---------------------
 
-from kube_helpers import GPU, NODES, delete_if_exists, wait_for  # noqa: E402
+from tests.e2e.kube_helpers import GPU, NODES, delete_if_exists, wait_for  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -206,18 +206,17 @@ def hgx_nodes(kube: Client) -> Iterator[list[str]]:
 
     for name in names:
         make(name)
-    wait_for(
-        "100 Ready kwok nodes",
-        lambda: (
-            sum(
-                1
-                for n in kube.list(Node, labels={"gpucaas-e2e": run})
-                for c in (n.status.conditions or [])
-                if c.type == "Ready" and c.status == "True"
+
+    def all_ready() -> bool:
+        ready = 0
+        for n in kube.list(Node, labels={"gpucaas-e2e": run}):
+            assert n.status is not None, n
+            ready += sum(
+                1 for c in (n.status.conditions or []) if c.type == "Ready" and c.status == "True"
             )
-            == NODES
-        ),
-    )
+        return ready == NODES
+
+    wait_for("100 Ready kwok nodes", all_ready)
     try:
         yield names
     finally:
@@ -230,12 +229,13 @@ def kata_runtime_class(kube: Client) -> Iterator[str]:
     """The RuntimeClass of deploy/ (gpucaas.runtime.runtime_class()), as an operator installs it."""
     obj = codecs.from_dict(runtime_class())
     kube.apply(obj, force=True)
+    assert obj.metadata is not None and obj.metadata.name is not None
     yield obj.metadata.name
 
 
 # --- a real node: kubelet + containerd + runc + our node agent (issue 7) ----------------------
 
-from real_node import (  # noqa: E402
+from tests.e2e.real_node import (  # noqa: E402
     NODE_LOG_LINES,
     NODE_LOGS,
     RealNode,

@@ -30,7 +30,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
-from kube_helpers import wait_for
 from lightkube import Client, KubeConfig, codecs
 from lightkube.models.authentication_v1 import BoundObjectReference, TokenRequestSpec
 from lightkube.models.core_v1 import Container, PodSpec
@@ -43,8 +42,9 @@ from gpucaas.node.discovery import discover
 from gpucaas.node.modulemap import parse_nvidia_smi_xml
 from gpucaas.node.proto import podresources_v1_pb2 as pr
 from gpucaas.node.proto import podresources_v1_pb2_grpc as pr_grpc
-from live_plane import free_port
-from node_helpers import node_test_module
+from tests.e2e.kube_helpers import meta, wait_for
+from tests.live_plane import free_port
+from tests.node import sysfs_fixture
 
 REPO = Path(__file__).resolve().parents[2]
 TESTBED = REPO / "scripts" / "k8s-testbed"
@@ -319,7 +319,7 @@ def real_node(*, runtime_config: bool = True) -> Iterator[RealNode]:
             if "=" in line
         )
         env["CLUSTER_START_S"] = f"{started_s:.1f}"
-        sysfs = node_test_module("sysfs_fixture").make_hgx_h100_tree(workdir / "sys")
+        sysfs = sysfs_fixture.make_hgx_h100_tree(workdir / "sys")
         module_map = parse_nvidia_smi_xml(SMI_XML)
         map_path = workdir / "module-map.json"
         modulemap.save(module_map, map_path)
@@ -493,7 +493,7 @@ def _node_agent_identity(node: RealNode) -> Path:
                         kind="Pod",
                         apiVersion="v1",
                         name=STAND_IN,
-                        uid=pod.metadata.uid,
+                        uid=meta(pod).uid,
                     ),
                 ),
             ),
@@ -502,6 +502,7 @@ def _node_agent_identity(node: RealNode) -> Path:
         )
     finally:
         kube.close()
+    assert token.status is not None
     path = node.workdir / "node-agent.kubeconfig"
     config = {
         "apiVersion": "v1",

@@ -6,13 +6,11 @@ one GPU, always a valid partition; tenant objects; cordon and NotReady; kill -9 
 from __future__ import annotations
 
 import random
-import sys
 import time
 import uuid
 from collections import Counter, defaultdict
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -27,11 +25,18 @@ from lightkube.resources.core_v1 import (
 )
 from lightkube.resources.networking_v1 import NetworkPolicy
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from kube_helpers import GPU, NODES, delete_if_exists, wait_for
-
 from gpucaas.topology import get_model
-from live_plane import FINAL, Live, live_plane
+from tests.e2e.kube_helpers import (
+    GPU,
+    NODES,
+    annotations_of,
+    delete_if_exists,
+    labels_of,
+    meta,
+    pod_spec,
+    wait_for,
+)
+from tests.live_plane import FINAL, Live, live_plane
 
 H100 = get_model("hgx-h100-8")
 KWOK_TAINT = "kwok.x-k8s.io/node=fake:NoSchedule"
@@ -128,22 +133,24 @@ def check_gpu_sets(plane: Live, kube: Client) -> dict[str, Pod]:
     for board, modules in used.items():
         assert len(modules) == len(set(modules)), f"{board}: a GPU is held twice: {modules}"
     pods = {
-        p.metadata.labels["gpucaas.io/container"]: p
+        labels_of(p)["gpucaas.io/container"]: p
         for p in kube.list(Pod, namespace="*", labels={"gpucaas.io/container": None})
         if p.status
         and p.status.phase not in ("Succeeded", "Failed")
-        and p.metadata.deletionTimestamp is None
+        and meta(p).deletionTimestamp is None
     }
     running = {c["id"]: c for c in held if c["state"] == "running"}
     for cid, c in running.items():
         pod = pods.get(cid)
         assert pod is not None, f"{cid} is running in the store but has no pod"
-        assert pod.spec.nodeName == c["partition"]["board"], cid
-        assert pod.spec.schedulerName == "gpucaas"
-        assert pod.metadata.annotations["gpucaas.io/module-ids"] == ",".join(
+        assert pod_spec(pod).nodeName == c["partition"]["board"], cid
+        assert pod_spec(pod).schedulerName == "gpucaas"
+        assert annotations_of(pod)["gpucaas.io/module-ids"] == ",".join(
             map(str, c["partition"]["module_ids"])
         )
-        assert pod.spec.containers[0].resources.limits[GPU] == str(c["gpus_granted"])
+        resources = pod_spec(pod).containers[0].resources
+        assert resources is not None and resources.limits is not None
+        assert resources.limits[GPU] == str(c["gpus_granted"])
     stray = set(pods) - {c["id"] for c in held}
     assert not stray, f"pods without a container holding GPUs: {sorted(stray)[:5]}"
     return pods
@@ -152,15 +159,19 @@ def check_gpu_sets(plane: Live, kube: Client) -> dict[str, Pod]:
 def test_tenant_objects(plane: Live, kube: Client, tenants: dict[str, str]) -> None:
     ns = f"gpucaas-{tenant_name('beta')}"
     namespace = kube.get(Namespace, ns)
-    assert namespace.metadata.labels["gpucaas.io/tenant"] == tenant_name("beta")
+    assert labels_of(namespace)["gpucaas.io/tenant"] == tenant_name("beta")
     quota = kube.get(ResourceQuota, "gpucaas", namespace=ns)
+    assert quota.spec is not None
     assert quota.spec.hard == {f"requests.{GPU}": "16", "count/pods": "100"}
     sa = kube.get(ServiceAccount, "gpucaas-tenant", namespace=ns)
     assert sa.automountServiceAccountToken is False
     policy = kube.get(NetworkPolicy, "gpucaas-tenant-isolation", namespace=ns)
+    assert policy.spec is not None
     assert policy.spec.policyTypes == ["Ingress", "Egress"]
-    assert policy.spec.podSelector.matchLabels is None  # every pod of the tenant
+    selector = policy.spec.podSelector
+    assert selector is not None and selector.matchLabels is None  # every pod of the tenant
     egress = policy.spec.egress
+    assert egress is not None
     cidrs = [peer.ipBlock.cidr for rule in egress for peer in (rule.to or []) if peer.ipBlock]
     assert cidrs == ["10.9.8.7/32"]  # the tenant's NFS server, and nothing else outside
     assert any(p.port == 53 for rule in egress for p in (rule.ports or []))
@@ -182,11 +193,12 @@ def test_a_thousand_containers_on_a_hundred_boards(
         if any(c["state"] != "running" for c in held):
             return False
         # Nothing queued fits any more: the free GPUs of every board are fewer than asked.
-        return sum(c["gpus_granted"] for c in held) >= NODES * 8 - 64
+        granted: int = sum(c["gpus_granted"] for c in held)
+        return granted >= NODES * 8 - 64
 
     wait_for("the fleet to fill", settled, timeout=240)
     pods = check_gpu_sets(plane, kube)
-    per_node = Counter(p.spec.nodeName for p in pods.values())
+    per_node = Counter(pod_spec(p).nodeName for p in pods.values())
     assert len(per_node) == NODES
     with plane.admin() as a:
         fleet = a.get("/v1/admin/fleet").json()
@@ -289,7 +301,7 @@ def test_removing_a_tenant_deletes_its_namespace(plane: Live, kube: Client) -> N
     name = tenant_name("gamma")
     token = plane.new_tenant(name, max_gpus=8, max_containers=4)
     ns = f"gpucaas-{name}"
-    assert kube.get(Namespace, ns).metadata.labels["gpucaas.io/tenant"] == name
+    assert labels_of(kube.get(Namespace, ns))["gpucaas.io/tenant"] == name
     with plane.client(token) as t:
         c = submit(t, 2)
         wait_for(
@@ -307,7 +319,7 @@ def test_removing_a_tenant_deletes_its_namespace(plane: Live, kube: Client) -> N
 
     def going() -> bool:
         try:
-            return kube.get(Namespace, ns).metadata.deletionTimestamp is not None
+            return meta(kube.get(Namespace, ns)).deletionTimestamp is not None
         except ApiError as exc:
             return exc.status.code == 404
 

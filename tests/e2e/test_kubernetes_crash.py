@@ -16,11 +16,11 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from kube_helpers import delete_if_exists, wait_for
 from lightkube import Client
 from lightkube.resources.core_v1 import Namespace, Pod
 
-from live_plane import free_port
+from tests.e2e.kube_helpers import delete_if_exists, labels_of, meta, pod_spec, wait_for
+from tests.live_plane import free_port
 
 KWOK_TAINT = "kwok.x-k8s.io/node=fake:NoSchedule"
 TENANT = "crash"
@@ -126,9 +126,9 @@ def test_kill9_during_a_burst_then_restart(
         pods = [
             p
             for p in kube.list(Pod, namespace=f"gpucaas-{TENANT}")
-            if p.metadata.deletionTimestamp is None
+            if meta(p).deletionTimestamp is None
         ]
-        by_container = Counter(p.metadata.labels["gpucaas.io/container"] for p in pods)
+        by_container = Counter(labels_of(p)["gpucaas.io/container"] for p in pods)
         assert max(by_container.values()) == 1  # one pod per container, never two
         running = {
             cid: c for cid, c in seen.items() if c["state"] in ("placing", "starting", "running")
@@ -137,9 +137,10 @@ def test_kill9_during_a_burst_then_restart(
         assert not diff, {cid: seen[cid]["state"] for cid in diff}  # store and cluster agree
         used: dict[str, list[int]] = defaultdict(list)
         for p in pods:
-            c = running[p.metadata.labels["gpucaas.io/container"]]
-            assert p.spec.nodeName == c["partition"]["board"]
-            used[p.spec.nodeName] += c["partition"]["module_ids"]
+            c = running[labels_of(p)["gpucaas.io/container"]]
+            node_name = pod_spec(p).nodeName
+            assert node_name is not None and node_name == c["partition"]["board"]
+            used[node_name] += c["partition"]["module_ids"]
         assert all(len(m) == len(set(m)) for m in used.values())
         with httpx.Client(base_url=url, headers=auth, timeout=10) as t:
             for cid in seen:

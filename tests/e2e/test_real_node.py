@@ -15,8 +15,7 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import grpc
 import httpx
@@ -27,14 +26,12 @@ from lightkube.resources.core_v1 import Node, Pod
 from lightkube.resources.node_v1 import RuntimeClass
 from lightkube.types import PatchType
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from kube_helpers import delete_if_exists, wait_for
-from real_node import GPU, RealNode, agent_client
-
 from gpucaas.node.health import parse_unhealthy_annotation, unhealthy_annotation_patch
 from gpucaas.runtime import RUNTIME_CLASS_NAME, runtime_class
 from gpucaas.topology import get_model
-from live_plane import FINAL, Live, live_plane, wait_state
+from tests.e2e.kube_helpers import delete_if_exists, meta, namespaced_name, wait_for
+from tests.e2e.real_node import GPU, RealNode, agent_client
+from tests.live_plane import FINAL, Live, live_plane, wait_state
 
 H100 = get_model("hgx-h100-8")
 RUN = uuid.uuid4().hex[:6]
@@ -59,7 +56,8 @@ def plane(
     rc = runtime_class()
     rc["overhead"] = {"podFixed": {"memory": "64Mi", "cpu": "10m"}}
     delete_if_exists(kube, RuntimeClass, RUNTIME_CLASS_NAME)
-    kube.create(RuntimeClass.from_dict(rc))
+    # lightkube types from_dict as returning its DictMixin base, not the class it is called on
+    kube.create(cast(RuntimeClass, RuntimeClass.from_dict(rc)))
     try:
         with live_plane(
             tmp_path_factory.mktemp("real-node"),
@@ -143,7 +141,7 @@ def test_a_two_gpu_container_gets_exactly_its_partition_on_the_real_kubelet(
 
     # The Kata cold-plug contract: PodResources Get → device IDs → CDI names → the nodes.
     pod = pod_of(kube, body)
-    devices = node.pod_devices(pod.metadata.namespace, pod.metadata.name)
+    devices = node.pod_devices(*namespaced_name(pod))
     assert list(devices) == ["main"]
     assert modules_of_devices(node, devices["main"]) == part["module_ids"]
     resolved = {path for d in devices["main"] for path in node.cdi_device_nodes(f"{GPU}={d}")}
@@ -179,18 +177,21 @@ def test_the_kubelet_restarts_the_plugin_re_registers_and_pods_keep_their_device
     body = wait_state(tenant, long["id"], {"running"} | FINAL, timeout=BOOT_TIMEOUT)
     assert body["state"] == "running", body
     pod = pod_of(kube, body)
+    assert pod.status is not None and pod.status.containerStatuses is not None
     before = pod.status.containerStatuses[0]
-    devices_before = node.pod_devices(pod.metadata.namespace, pod.metadata.name)
+    devices_before = node.pod_devices(*namespaced_name(pod))
     registrations = _registrations(node)
 
     node.restart_kubelet()
 
     wait_for("the plugin to re-register", lambda: _registrations(node) > registrations, 60)
     wait_for("8 GPUs allocatable again", lambda: node.allocatable_gpus(kube) == 8, 60)
-    pod = kube.get(Pod, pod.metadata.name, namespace=pod.metadata.namespace)
+    namespace, name = namespaced_name(pod)
+    pod = kube.get(Pod, name, namespace=namespace)
+    assert pod.status is not None and pod.status.containerStatuses is not None
     after = pod.status.containerStatuses[0]
     assert after.containerID == before.containerID and after.restartCount == 0
-    assert after.state.running is not None
+    assert after.state is not None and after.state.running is not None
     # Right after a restart the kubelet answers "pod not found" until it has synced its pods
     # from the API server; then the same devices as before.
     assert wait_for(
@@ -216,7 +217,7 @@ def test_the_kubelet_restarts_the_plugin_re_registers_and_pods_keep_their_device
 
 def _devices_or_none(node: RealNode, pod: Pod) -> dict[str, list[str]] | None:
     try:
-        return node.pod_devices(pod.metadata.namespace, pod.metadata.name)
+        return node.pod_devices(*namespaced_name(pod))
     except grpc.RpcError:
         return None
 
@@ -268,7 +269,7 @@ def _gpu_state(plane: Live, node: RealNode, module_id: int) -> str:
 
 
 def _annotated(kube: Client, node: RealNode) -> tuple[int, ...]:
-    return parse_unhealthy_annotation(kube.get(Node, node.name).metadata.annotations)
+    return parse_unhealthy_annotation(meta(kube.get(Node, node.name)).annotations)
 
 
 def test_the_admission_policy_lets_the_agent_write_only_its_annotation(
@@ -283,7 +284,7 @@ def test_the_admission_policy_lets_the_agent_write_only_its_annotation(
         assert _annotated(kube, node) == (3,)
         agent.patch(Node, node.name, unhealthy_annotation_patch([]), patch_type=PatchType.MERGE)
         assert _annotated(kube, node) == ()
-        refused = [
+        refused: list[tuple[str, dict[str, Any], str]] = [
             (
                 node.name,
                 {"metadata": {"labels": {"gpucaas.io/hgx": "false"}}},
@@ -296,10 +297,13 @@ def test_the_admission_policy_lets_the_agent_write_only_its_annotation(
         for name, patch, message in refused:
             with pytest.raises(ApiError) as caught:
                 agent.patch(Node, name, patch, patch_type=PatchType.MERGE)
-            assert caught.value.status.code == 403 and message in caught.value.status.message, patch
-        labels = kube.get(Node, node.name).metadata.labels
-        assert labels["gpucaas.io/hgx"] == "true"
-        assert not kube.get(Node, node.name).spec.unschedulable
+            status = caught.value.status
+            assert status.code == 403 and status.message is not None, patch
+            assert message in status.message, patch
+        labels = meta(kube.get(Node, node.name)).labels
+        assert labels is not None and labels["gpucaas.io/hgx"] == "true"
+        spec = kube.get(Node, node.name).spec
+        assert spec is not None and not spec.unschedulable
     finally:
         agent.close()
         delete_if_exists(kube, Node, other)
@@ -320,7 +324,7 @@ def test_two_two_and_four_fill_the_board_and_a_fourth_pair_waits(
     assert node.active_partitions() == {c["partition"]["partition_id"] for c in running}
     for c in running:  # every pod got what gpucaas chose, through the kubelet
         pod = pod_of(kube, c)
-        devices = node.pod_devices(pod.metadata.namespace, pod.metadata.name)["main"]
+        devices = node.pod_devices(*namespaced_name(pod))["main"]
         assert modules_of_devices(node, devices) == c["partition"]["module_ids"]
 
     fourth = run(tenant, node, 2, "ls /dev/vfio")

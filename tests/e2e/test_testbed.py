@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 import httpx
+import httpx2  # lightkube's HTTP client: its client adapter builds httpx2 clients
 import pytest
 from lightkube import ApiError, Client, KubeConfig
 from lightkube.config.client_adapter import Client as HttpxClient
@@ -182,7 +183,7 @@ def running(kube: Client, name: str, namespace: str) -> Pod | None:
     return None
 
 
-def http_client(kube_cluster: Any) -> httpx.Client:
+def http_client(kube_cluster: Any) -> httpx2.Client:
     """A plain httpx client for the cluster (base URL, CA and client cert from the kubeconfig)."""
     config = KubeConfig.from_file(str(kube_cluster.kubeconfig)).get()
     assert config is not None

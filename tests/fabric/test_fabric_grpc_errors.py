@@ -22,7 +22,7 @@ from gpucaas.fabric._wire import ERROR_FOR_STATUS, FM_RETURN_KEY, map_grpc_error
 TARGET = "unix:/run/gpucaas/fm-controller.sock"
 
 
-class FailedCall(grpc.RpcError):
+class FailedCall(grpc.RpcError):  # type: ignore[misc]  # grpc is untyped here (no stubs): Any
     """What grpcio raises for a failed unary call: code, details, trailing metadata."""
 
     def __init__(

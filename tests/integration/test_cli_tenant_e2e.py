@@ -83,7 +83,7 @@ def finish(proc: subprocess.Popen[str], timeout: float = 30) -> subprocess.Compl
     except subprocess.TimeoutExpired:
         proc.kill()
         out, err = proc.communicate()
-        raise AssertionError(f"{proc.args} ran past {timeout}s: {out}{err}") from None
+        raise AssertionError(f"{proc.args!r} ran past {timeout}s: {out}{err}") from None
     return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
 
 

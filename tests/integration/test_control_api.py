@@ -10,7 +10,8 @@ from typing import Any
 import httpx
 import pytest
 
-from live_plane import FINAL, Live, live_plane, wait_state
+from gpucaas.control import LocalBackend
+from tests.live_plane import FINAL, Live, live_plane, wait_state
 
 SLEEP = {"image": "busybox", "command": ["sleep", "30"]}
 
@@ -77,7 +78,9 @@ def test_stop_is_idempotent_and_frees_the_partition(live: Live) -> None:
         fleet = a.get("/v1/admin/fleet").json()
         view = next(b for b in fleet["boards"] if b["name"] == board)
         assert all(g["container"] != body["id"] for g in view["gpus"])
-        fabric = live.plane.backend.fabric(board).status().desired
+        backend = live.plane.backend
+        assert isinstance(backend, LocalBackend)
+        fabric = backend.fabric(board).status().desired
         assert running["partition"]["partition_id"] not in fabric
 
 

@@ -22,7 +22,7 @@ from typing import Any
 import httpx
 import pytest
 
-from live_plane import FINAL, free_port
+from tests.live_plane import FINAL, free_port
 
 GPUCAAS = Path(sys.executable).with_name("gpucaas")
 

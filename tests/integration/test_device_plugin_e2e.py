@@ -33,14 +33,10 @@ from gpucaas.node.discovery import discover
 from gpucaas.node.health import StillOnVfio
 from gpucaas.node.modulemap import parse_nvidia_smi_xml
 from gpucaas.topology import get_model
-from node_helpers import node_test_module
+from tests.node import kubelet_fake, sysfs_fixture
 
 MODEL = get_model("hgx-h100-8")
 NODE_TESTS = Path(__file__).resolve().parents[1] / "node"
-
-
-kubelet_fake = node_test_module("kubelet_fake")
-sysfs_fixture = node_test_module("sysfs_fixture")
 
 
 class Node:

@@ -53,7 +53,7 @@ def script(name: str) -> str:
     return str(path)
 
 
-def wait_for(check: Callable[[], _T], what: str, timeout: float = 15.0) -> _T:
+def wait_for(check: Callable[[], _T | None], what: str, timeout: float = 15.0) -> _T:
     """Poll ``check`` until it returns something true; fail saying ``what`` after timeout."""
     deadline = time.monotonic() + timeout
     while True:

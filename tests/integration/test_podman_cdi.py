@@ -42,7 +42,7 @@ from gpucaas.node import KubeletGpu, kubelet_gpus, modulemap
 from gpucaas.node.discovery import discover
 from gpucaas.node.modulemap import parse_nvidia_smi_xml
 from gpucaas.topology import get_model
-from node_helpers import node_test_module
+from tests.node import sysfs_fixture
 
 NODE_TESTS = Path(__file__).resolve().parents[1] / "node"
 MODEL = get_model("hgx-h100-8")
@@ -65,8 +65,6 @@ LS_LINE = re.compile(
     r"^(?P<mode>\S+)\s+\d+\s+\S+\s+\S+\s+(?P<major>\d+),\s+(?P<minor>\d+)\s.*\s(?P<name>\S+)$"
 )
 
-
-sysfs_fixture = node_test_module("sysfs_fixture")
 
 # Runs podman in a private mount namespace that shows the test's CDI specs and fake /dev/vfio
 # nodes at the real paths; each call gets fresh overlay layers (an upper dir may back one

@@ -7,11 +7,11 @@ import itertools
 from pathlib import Path
 
 import pytest
-from sysfs_fixture import H100_SXM5, MakeSysfs, make_hgx_h100_tree
 
 from gpucaas.node import KubeletGpu, kubelet_gpus
 from gpucaas.node.discovery import discover
 from gpucaas.node.modulemap import parse_nvidia_smi_xml
+from tests.node.sysfs_fixture import H100_SXM5, MakeSysfs, make_hgx_h100_tree
 
 NVIDIA_SMI = Path(__file__).parent / "data" / "nvidia-smi-hgx-h100.xml"
 

@@ -8,15 +8,6 @@ import time
 from pathlib import Path
 
 import pytest
-from sysfs_fixture import (
-    GPU_BDFS,
-    GPU_GROUPS,
-    NIC_BDF,
-    NVME_BDF,
-    NVSWITCH_BDFS,
-    NVSWITCH_GROUP,
-    MakeSysfs,
-)
 
 from gpucaas.errors import InvalidRequest, Unavailable
 from gpucaas.node.discovery import (
@@ -30,6 +21,15 @@ from gpucaas.node.discovery import (
     discover,
     is_vfio_driver,
     parse_bdf,
+)
+from tests.node.sysfs_fixture import (
+    GPU_BDFS,
+    GPU_GROUPS,
+    NIC_BDF,
+    NVME_BDF,
+    NVSWITCH_BDFS,
+    NVSWITCH_GROUP,
+    MakeSysfs,
 )
 
 MIB = 1 << 20

@@ -7,9 +7,9 @@ from __future__ import annotations
 import threading
 import time
 from pathlib import Path
+from typing import NoReturn
 
 import pytest
-from node_fakes import FailingFabric
 
 from gpucaas.errors import InvalidRequest
 from gpucaas.node import KubeletGpu
@@ -24,6 +24,7 @@ from gpucaas.node.health import (
     unhealthy_annotation_patch,
 )
 from gpucaas.topology import get_model
+from tests.node.node_fakes import FailingFabric
 
 MODEL = get_model("hgx-h100-8")
 
@@ -95,7 +96,7 @@ def test_fabric_failures_keep_the_last_answer_when_the_fabric_is_down() -> None:
     fabric.failed = ["00000000:9A:00.0"]
     assert failures() == {"0000:9a:00.0"}
 
-    def down() -> None:
+    def down() -> NoReturn:
         raise ConnectionError("fm-controller unreachable")
 
     fabric.failed_devices = down  # type: ignore[method-assign]

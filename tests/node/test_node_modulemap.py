@@ -88,7 +88,7 @@ def test_module_order_is_not_pci_order() -> None:
 
 
 def test_fixture_describes_the_same_host_as_the_sysfs_fixture() -> None:
-    import sysfs_fixture
+    from tests.node import sysfs_fixture
 
     m = fixture_map()
     assert {e.bdf: e.module_id for e in m.entries} == sysfs_fixture.MODULE_ID_BY_BDF

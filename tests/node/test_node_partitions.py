@@ -9,13 +9,13 @@ from __future__ import annotations
 import time
 
 import pytest
-from node_fakes import FunctionPods
 from prometheus_client.parser import text_string_to_metric_families
 
 from gpucaas.errors import Unavailable
 from gpucaas.fabric import SimulatedFabric
 from gpucaas.node.deviceplugin import PartitionHeld, PartitionKeeper, PluginMetrics
 from gpucaas.topology import get_model
+from tests.node.node_fakes import FunctionPods
 
 MODEL = get_model("hgx-h100-8")
 

@@ -18,8 +18,6 @@ from pathlib import Path
 
 import grpc
 import pytest
-from kubelet_fake import TestKubelet
-from node_fakes import FailingFabric, FunctionPods
 from prometheus_client.parser import text_string_to_metric_families
 
 from gpucaas.errors import InvalidRequest
@@ -28,6 +26,8 @@ from gpucaas.node import KubeletGpu
 from gpucaas.node.deviceplugin import DevicePlugin, HttpEndpoint, PluginState
 from gpucaas.node.health import FabricFailures, NodeHealth
 from gpucaas.topology import get_model
+from tests.node.kubelet_fake import TestKubelet
+from tests.node.node_fakes import FailingFabric, FunctionPods
 
 MODEL = get_model("hgx-h100-8")
 
@@ -438,7 +438,7 @@ def test_an_unhealthy_gpu_recovers_within_a_second(
     config = hgx_sysfs / "bus" / "pci" / "devices" / str(gpu.bdf) / "config"
     good = config.read_bytes()
 
-    def breaks_and_recovers(breaking: Callable[[], None], mending: Callable[[], None]) -> None:
+    def breaks_and_recovers(breaking: Callable[[], object], mending: Callable[[], object]) -> None:
         breaking()
         started = time.monotonic()
         kubelet.wait_for(lambda k: k.health().get(gpu.device_id) == "Unhealthy", timeout=1.0)

@@ -7,11 +7,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from kubelet_fake import TestKubelet
 
 from gpucaas.errors import Unavailable
 from gpucaas.node.deviceplugin import PodResourcesWatcher
 from gpucaas.topology import get_model
+from tests.node.kubelet_fake import TestKubelet
 
 MODEL = get_model("hgx-h100-8")
 MODULE_OF = {str(i): i + 1 for i in range(8)}  # device IDs "0".."7" are modules 1..8

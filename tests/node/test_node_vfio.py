@@ -10,10 +10,9 @@ import os
 from pathlib import Path
 
 import pytest
-from sysfs_fixture import GPU_BDFS, NIC_BDF, NVSWITCH_BDFS, MakeSysfs
 
 from gpucaas.errors import Conflict, MisuseError
-from gpucaas.node.discovery import InvalidBDF, WarningCode, discover
+from gpucaas.node.discovery import BDF, InvalidBDF, WarningCode, discover
 from gpucaas.node.vfio import (
     DeviceInUse,
     FixtureKernel,
@@ -31,8 +30,9 @@ from gpucaas.node.vfio import (
 from gpucaas.node.vfio._host import PciFunction  # internals, tested directly
 from gpucaas.node.vfio._kernels import FIXTURE_LOADED_DRIVERS
 from gpucaas.node.vfio._plan import VfioStepKind
+from tests.node.sysfs_fixture import GPU_BDFS, NIC_BDF, NVSWITCH_BDFS, MakeSysfs
 
-GPU_9A, GPU_DB, GPU_2A = "0000:9a:00.0", "0000:db:00.0", "0000:2a:00.0"
+GPU_9A, GPU_DB, GPU_2A = BDF("0000:9a:00.0"), BDF("0000:db:00.0"), BDF("0000:2a:00.0")
 WITH_NVIDIA = FIXTURE_LOADED_DRIVERS | {"nvidia"}
 
 
@@ -104,7 +104,8 @@ def test_bind_moves_the_gpu_on_nvidia_and_the_unbound_one_and_nothing_else(
     after = discover(root)
     assert all(d.driver == "vfio-pci" for d in after.devices)
     assert not [w for w in after.warnings if w.code is WarningCode.GPU_NOT_VFIO]
-    assert after.get(GPU_9A) is not None and after.get(GPU_9A).vfio_cdev is not None
+    gpu = after.get(GPU_9A)
+    assert gpu is not None and gpu.vfio_cdev is not None
     assert (root / "bus/pci/devices" / GPU_9A / "driver_override").read_text() == "vfio-pci\n"
     assert not (root / "bus/pci/drivers/nvidia" / GPU_9A).exists()
     assert (root / "bus/pci/drivers/vfio-pci" / GPU_9A).is_symlink()
@@ -316,7 +317,7 @@ def test_unknown_or_malformed_device_addresses_are_refused(hgx_sysfs: Path) -> N
     with pytest.raises(InvalidBDF):
         plan(host, "bind", devices=["gpu0"])
     with pytest.raises(MisuseError, match="unknown VFIO action"):
-        plan(host, "rebind")
+        plan(host, "rebind")  # type: ignore[arg-type]  # an unknown action, on purpose
 
 
 # --------------------------------------------------------------------------- the two kernels

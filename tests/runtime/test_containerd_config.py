@@ -404,7 +404,7 @@ def operator_configs(draw: st.DrawFn) -> tuple[ContainerdVersion, str]:
     version = draw(st.sampled_from(list(ContainerdVersion)))
     runtimes: dict[str, Any] = {}
     for name in draw(st.lists(_names, max_size=3, unique=True)):
-        table = dict(draw(_extra))
+        table: dict[str, Any] = dict(draw(_extra))
         if draw(st.booleans()):
             table["options"] = draw(_extra)
         runtimes[name] = table

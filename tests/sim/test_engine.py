@@ -108,6 +108,7 @@ def test_inflation_curve_covers_every_demand_percent_and_only_grows() -> None:
         assert r.placed + r.failed == r.arrived
         assert r.failed_with_room <= r.failed
     best, spread = results
+    assert isinstance(best, InflationResult) and isinstance(spread, InflationResult)
     assert best.arrived == spread.arrived  # the same sampled pods
 
 
