@@ -230,6 +230,8 @@ class ControlPlane:
         self.app = create_app(self.store, self.scheduler, self.backend)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self.notice: str | None = None
+        """What :meth:`bootstrap` did that the operator must hear of (``gpucaas up`` prints it)."""
 
     def tenant_spec(self, name: str) -> TenantSpec:
         row = self.store.tenant(name)
@@ -262,13 +264,30 @@ class ControlPlane:
             self._lock_file.close()
 
     def bootstrap(self, url: str) -> Credentials | None:
-        """On first start: an admin token and a demo tenant, written to the state dir (0600)."""
+        """On first start: an admin token and a demo tenant, written to the state dir (0600).
+
+        Later, when no admin token is active any more, ``GPUCAAS_ADMIN_TOKEN`` restores access
+        (and :attr:`notice` says so); without it :attr:`notice` says how."""
         if self.store.has_admin_token():
             return None
+        started_before = self.store.has_admin_token(include_revoked=True)
         if self.config.admin_token is not None:
-            self.store.create_token(
-                None, "from GPUCAAS_ADMIN_TOKEN", secret=self.config.admin_token
+            row = self.store.install_admin_token(
+                self.config.admin_token, "from GPUCAAS_ADMIN_TOKEN"
             )
+            if started_before:
+                self.notice = (
+                    "no active admin token was left: admin access restored with "
+                    f"GPUCAAS_ADMIN_TOKEN (token {row['id']})"
+                )
+                log.warning("%s", self.notice)
+            return None
+        if started_before:
+            self.notice = (
+                "no active admin token is left (all were revoked): restart with "
+                "GPUCAAS_ADMIN_TOKEN=gpc_... in the environment to restore admin access"
+            )
+            log.warning("%s", self.notice)
             return None
         admin_secret, _ = self.store.create_token(None, "created by gpucaas up")
         _, tenant_secret, _ = self.store.create_tenant(
@@ -310,6 +329,8 @@ def serve(config: ControlPlaneConfig, *, announce: Any = print) -> None:
         )
     if executor == "process":
         announce("  executor 'process': commands run as host processes, NO isolation (dev only)")
+    if plane.notice is not None:
+        announce(f"  {plane.notice}")
     if creds is not None:
         announce(f"  admin token (shown once; also in {config.state_dir / CREDENTIALS_FILE}):")
         announce(f"    {creds.admin_token}")
