@@ -26,6 +26,14 @@ from ._app import create_app
 from ._backend import Backend, TenantSpec
 from ._errors import StateDirBusy
 from ._executor import EngineExecutor, Executor, ProcessExecutor
+from ._limits import (
+    MAX_BODY_BYTES,
+    MAX_COMMAND_BYTES,
+    MAX_ENV_BYTES,
+    MAX_HEADER_BYTES,
+    Limits,
+    uvicorn_limits,
+)
 from ._local import LocalBackend
 from ._scheduler import DEFAULT_GRACE_S, Scheduler
 from ._store import Store, sqlite_url
@@ -70,6 +78,23 @@ class ControlPlaneConfig:
     admin_token: str | None = None
     """Install this admin token on first start (stored as a hash) instead of making one and
     a demo tenant and printing them: for deployments, from a Secret."""
+
+    max_body_bytes: int = MAX_BODY_BYTES
+    """A request body's size limit (413 beyond it, checked before authentication)."""
+    max_header_bytes: int = MAX_HEADER_BYTES
+    """All request headers' size limit (431 beyond it, checked before authentication)."""
+    max_env_bytes: int = MAX_ENV_BYTES
+    """A container's env, names and values, in bytes (422 beyond it)."""
+    max_command_bytes: int = MAX_COMMAND_BYTES
+    """A container's command and args, in bytes (422 beyond it)."""
+
+    def limits(self) -> Limits:
+        return Limits(
+            max_body_bytes=self.max_body_bytes,
+            max_header_bytes=self.max_header_bytes,
+            max_env_bytes=self.max_env_bytes,
+            max_command_bytes=self.max_command_bytes,
+        )
 
     def host_port(self) -> tuple[str, int]:
         host, sep, port = self.listen.rpartition(":")
@@ -227,7 +252,7 @@ class ControlPlane:
             grace_s=config.grace_s,
             holder=f"{socket.gethostname()}:{config.state_dir.resolve()}",
         )
-        self.app = create_app(self.store, self.scheduler, self.backend)
+        self.app = create_app(self.store, self.scheduler, self.backend, config.limits())
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.notice: str | None = None
@@ -342,7 +367,14 @@ def serve(config: ControlPlaneConfig, *, announce: Any = print) -> None:
     announce("    gpucaas run --gpus 2 --wait docker.io/library/busybox -- sh -c 'echo hi'")
     announce("    gpucaas ps; gpucaas logs ID")
     server = uvicorn.Server(
-        uvicorn.Config(plane.app, host=host, port=port, log_level="warning", access_log=False)
+        uvicorn.Config(
+            plane.app,
+            host=host,
+            port=port,
+            log_level="warning",
+            access_log=False,
+            **uvicorn_limits(config.limits()),
+        )
     )
     try:
         server.run()
