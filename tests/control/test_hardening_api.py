@@ -8,7 +8,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 from fastapi.testclient import TestClient
 
@@ -57,13 +56,15 @@ def admin(plane: tuple[ControlPlane, Credentials]) -> dict[str, str]:
     return bearer(plane[1].admin_token)
 
 
-def envelope(r: httpx.Response, status: int) -> dict[str, Any]:
+def envelope(r: Any, status: int) -> dict[str, Any]:
+    """The error of a reply in the API's envelope (``r``: the test client's response)."""
     assert r.status_code == status, r.text[:500]
     body: dict[str, Any] = r.json()
     assert set(body) == {"error"}, body
     assert set(body["error"]) == {"type", "message", "details"}, body
     assert body["error"]["message"]
-    return body["error"]
+    error: dict[str, Any] = body["error"]
+    return error
 
 
 # -- 9: the envelope everywhere ------------------------------------------------------------

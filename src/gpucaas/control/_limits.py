@@ -35,6 +35,8 @@ MAX_ENV_BYTES = 64 << 10
 """Default of ``gpucaas up --max-env-bytes``: a container's env, names and values together."""
 MAX_COMMAND_BYTES = 64 << 10
 """Default of ``gpucaas up --max-command-bytes``: a container's command and args together."""
+MAX_LOG_BYTES = 16 << 20
+"""Default of ``gpucaas up --max-log-bytes``: the tail of a container's log that is kept."""
 
 
 @dataclass(frozen=True)

@@ -25,17 +25,18 @@ from gpucaas.topology import get_model
 from ._app import create_app
 from ._backend import Backend, TenantSpec
 from ._errors import StateDirBusy
-from ._executor import EngineExecutor, Executor, ProcessExecutor
+from ._executor import EngineExecutor, Executor, ProcessExecutor, _SupervisedExecutor
 from ._limits import (
     MAX_BODY_BYTES,
     MAX_COMMAND_BYTES,
     MAX_ENV_BYTES,
     MAX_HEADER_BYTES,
+    MAX_LOG_BYTES,
     Limits,
     uvicorn_limits,
 )
 from ._local import LocalBackend
-from ._scheduler import DEFAULT_GRACE_S, Scheduler
+from ._scheduler import DEFAULT_GRACE_S, Retention, Scheduler
 from ._store import Store, sqlite_url
 
 log = logging.getLogger(__name__)
@@ -87,6 +88,14 @@ class ControlPlaneConfig:
     """A container's env, names and values, in bytes (422 beyond it)."""
     max_command_bytes: int = MAX_COMMAND_BYTES
     """A container's command and args, in bytes (422 beyond it)."""
+    max_log_bytes: int | None = MAX_LOG_BYTES
+    """Local backend: keep at most this much of a container's log (the tail, with a marker
+    line where the head was cut). None: keep all."""
+    retain_finished: int | None = 1000
+    """Finished containers kept per tenant (older ones are purged in the background, with
+    their events and, on the local backend, their logs). None: no count limit."""
+    retain_finished_days: float | None = 7.0
+    """Finished containers are purged this long after they ended. None: no age limit."""
 
     def limits(self) -> Limits:
         return Limits(
@@ -224,6 +233,8 @@ class ControlPlane:
         self._backend_close: Callable[[], None] = _nothing
         if config.backend == "local":
             assert executor is not None
+            if isinstance(executor, _SupervisedExecutor):
+                executor.max_log_bytes = config.max_log_bytes
             self.backend = LocalBackend(config.state_dir, model, config.nodes, executor)
         else:
             from ._kubernetes import KubernetesBackend, PodDefaults
@@ -251,6 +262,15 @@ class ControlPlane:
             policy=config.policy,
             grace_s=config.grace_s,
             holder=f"{socket.gethostname()}:{config.state_dir.resolve()}",
+            retention=Retention(
+                keep_per_tenant=config.retain_finished,
+                max_age_s=(
+                    None
+                    if config.retain_finished_days is None
+                    else config.retain_finished_days * 86400.0
+                ),
+            ),
+            on_purged=self.backend.forget if isinstance(self.backend, LocalBackend) else None,
         )
         self.app = create_app(self.store, self.scheduler, self.backend, config.limits())
         self._stop = threading.Event()

@@ -40,7 +40,7 @@ from sqlalchemy import (
     update,
 )
 
-from gpucaas._wire import ACTIVE_STATES, ContainerCreate, State, TenantCreate
+from gpucaas._wire import ACTIVE_STATES, FINAL_STATES, ContainerCreate, State, TenantCreate
 from gpucaas.errors import InvalidRequest
 
 from . import _schema as s
@@ -306,8 +306,9 @@ class Store:
                 .where(s.tokens.c.id == token_id, s.tokens.c.revoked_at.is_(None))
                 .values(revoked_at=self._clock())
             )
-            row = conn.execute(select(s.tokens).where(s.tokens.c.id == token_id)).mappings()
-            found = row.first()
+            found = (
+                conn.execute(select(s.tokens).where(s.tokens.c.id == token_id)).mappings().first()
+            )
             if found is None:
                 raise NotFound("token", token_id)
             return found
@@ -728,6 +729,54 @@ class Store:
                     message=message,
                 )
             )
+
+    def purge_finished(
+        self,
+        *,
+        keep_per_tenant: int | None = None,
+        older_than: float | None = None,
+        batch: int = 500,
+    ) -> list[str]:
+        """Delete finished containers (with their events and labels): those that ended before
+        ``older_than`` (wall clock), and each tenant's beyond its newest ``keep_per_tenant``
+        finished ones. At most ``batch`` per call; returns their IDs. Unfinished containers
+        are never touched, so the quota counters stay as they are."""
+        c = s.containers.c
+        final = [x.value for x in FINAL_STATES]
+        doomed: list[tuple[int, str]] = []
+        with self._tx(read=True) as conn:
+            if older_than is not None:
+                q = (
+                    select(c.seq, c.id)
+                    .where(c.state.in_(final), c.updated_at < older_than)
+                    .order_by(c.seq)
+                    .limit(batch)
+                )
+                doomed += [(int(r.seq), str(r.id)) for r in conn.execute(q)]
+            if keep_per_tenant is not None:
+                for (name,) in conn.execute(select(s.tenants.c.name)).all():
+                    if len(doomed) >= batch:
+                        break
+                    q = (
+                        select(c.seq, c.id)
+                        .where(c.tenant == name, c.state.in_(final))
+                        .order_by(c.seq.desc())
+                        .offset(keep_per_tenant)
+                        .limit(batch - len(doomed))
+                    )
+                    doomed += [(int(r.seq), str(r.id)) for r in conn.execute(q)]
+        seqs = sorted({seq for seq, _ in doomed})
+        if not seqs:
+            return []
+        with self._tx() as conn:
+            gone = (c.seq.in_(seqs)) & c.state.in_(final)  # still finished: final states stick
+            keep = select(c.seq).where(gone)
+            conn.execute(delete(s.events).where(s.events.c.container_seq.in_(keep)))
+            conn.execute(
+                delete(s.container_labels).where(s.container_labels.c.container_seq.in_(keep))
+            )
+            conn.execute(delete(s.containers).where(gone))
+        return sorted({cid for _, cid in doomed})
 
     def count(self, states: Iterable[State] | None = None) -> int:
         q = select(func.count()).select_from(s.containers)
