@@ -161,6 +161,30 @@ def test_the_last_active_admin_token_cannot_be_revoked(store: Store) -> None:
     assert store.revoke_token(second["id"])["revoked_at"] is not None  # still idempotent
 
 
+def test_concurrent_revocations_leave_one_admin_token(store: Store) -> None:
+    import threading
+
+    rows = [store.create_token(None, f"t{i}")[1] for i in range(4)]
+    barrier = threading.Barrier(len(rows))
+    outcomes: list[str] = []
+
+    def revoke(token_id: str) -> None:
+        barrier.wait()
+        try:
+            store.revoke_token(token_id)
+            outcomes.append("revoked")
+        except StateConflict:
+            outcomes.append("refused")
+
+    threads = [threading.Thread(target=revoke, args=(r["id"],)) for r in rows]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert sorted(outcomes) == ["refused", "revoked", "revoked", "revoked"]
+    assert store.has_admin_token()
+
+
 def test_revoked_admin_tokens_do_not_count_as_admin_access(store: Store) -> None:
     _, row = store.create_token(None, "only")
     assert store.has_admin_token()
