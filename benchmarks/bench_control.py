@@ -341,7 +341,7 @@ def server_errors(load: Load) -> list[str]:
 def server_share_under(server: Server, route: str, method: str, le: str) -> tuple[int, int]:
     """(requests, those the app answered within ``le`` seconds) from the server's own
     latency histogram at /metrics: time inside the app, without the client or the wire."""
-    text = httpx.get(f"{server.url}/metrics", timeout=TIMEOUT).text
+    text = httpx.get(f"{server.url}/metrics", headers=server.admin(), timeout=TIMEOUT).text
     labels = f'method="{method}",route="{route}"'
     total = under = 0
     for line in text.splitlines():

@@ -118,6 +118,7 @@ def test_tokens_are_stored_only_as_hashes(store: Store) -> None:
 
 def test_revoked_and_unknown_tokens_are_refused(store: Store) -> None:
     secret, row = store.create_token(None, "ops")
+    store.create_token(None, "another, since the last admin token cannot be revoked")
     assert store.authenticate(secret).admin
     store.revoke_token(row["id"])
     with pytest.raises(Unauthenticated, match="revoked"):

@@ -340,7 +340,9 @@ def test_openapi_health_metrics_and_dashboard(live: Live) -> None:
     spec = httpx.get(f"{live.url}/openapi.json").json()
     assert "/v1/containers" in spec["paths"] and "/v1/admin/fleet" in spec["paths"]
     assert httpx.get(f"{live.url}/healthz").json()["ok"] is True
-    metrics = httpx.get(f"{live.url}/metrics").text
+    assert httpx.get(f"{live.url}/metrics").status_code == 401  # admin only (issue 13)
+    with live.admin() as admin:
+        metrics = admin.get("/metrics").text
     assert "gpucaas_http_requests_total" in metrics
     page = httpx.get(f"{live.url}/")
     assert page.status_code == 200 and "gpucaas" in page.text

@@ -72,7 +72,8 @@ def up(
             envvar="GPUCAAS_ADMIN_TOKEN",
             show_default=False,
             help="On first start, install this admin token (gpc_…) instead of printing a new "
-            "one and making a demo tenant. Give it by the environment, not the command line.",
+            "one and making a demo tenant; later, when no admin token is active (all revoked), "
+            "it restores admin access. Give it by the environment, not the command line.",
         ),
     ] = None,
     toleration: Annotated[
@@ -93,6 +94,39 @@ def up(
             "the VM size of gpucaas.runtime.vm_memory_for, 160Gi per GPU).",
         ),
     ] = None,
+    max_body_bytes: Annotated[
+        int, typer.Option(help="Largest request body (413 beyond; checked before the token).")
+    ] = 1 << 20,
+    max_header_bytes: Annotated[
+        int,
+        typer.Option(help="Largest request headers, all together (431 beyond; before the token)."),
+    ] = 16 << 10,
+    max_env_bytes: Annotated[
+        int, typer.Option(help="Largest env of a container, names and values (422 beyond).")
+    ] = 64 << 10,
+    max_command_bytes: Annotated[
+        int, typer.Option(help="Largest command plus args of a container (422 beyond).")
+    ] = 64 << 10,
+    max_log_bytes: Annotated[
+        int,
+        typer.Option(
+            help="Local backend: keep this much of each container's log, the tail (a marker "
+            "line says what was cut); 0 keeps all."
+        ),
+    ] = 16 << 20,
+    retain_finished: Annotated[
+        int,
+        typer.Option(
+            help="Finished containers kept per tenant; older ones are purged in the "
+            "background with their events and logs. 0: no count limit."
+        ),
+    ] = 1000,
+    retain_finished_days: Annotated[
+        float,
+        typer.Option(
+            help="Finished containers are purged this many days after they ended; 0: never."
+        ),
+    ] = 7.0,
 ) -> None:
     """Start API + store + scheduler + a local fleet of simulated HGX boards in one process.
 
@@ -123,5 +157,12 @@ def up(
                 pod_cpu_per_gpu=pod_cpu_per_gpu,
                 pod_memory_per_gpu=pod_memory_per_gpu,
                 admin_token=admin_token,
+                max_body_bytes=max_body_bytes,
+                max_header_bytes=max_header_bytes,
+                max_env_bytes=max_env_bytes,
+                max_command_bytes=max_command_bytes,
+                max_log_bytes=max_log_bytes or None,
+                retain_finished=retain_finished or None,
+                retain_finished_days=retain_finished_days or None,
             )
         )

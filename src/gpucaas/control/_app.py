@@ -19,6 +19,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from sqlalchemy import RowMapping
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from gpucaas._wire import (
     BoardPartition,
@@ -49,7 +50,8 @@ from gpucaas.errors import Conflict, GpucaasError, InvalidRequest, Unavailable
 from gpucaas.topology import get_model
 
 from ._backend import Backend, TenantSpec
-from ._errors import Forbidden, NotFound, Unauthenticated
+from ._errors import Forbidden, NotFound, SpecTooLarge, Unauthenticated
+from ._limits import Limits, RequestLimits
 from ._scheduler import Scheduler, new_workload, workload_of
 from ._store import DEFAULT_PAGE, MAX_PAGE, Principal, Store
 
@@ -63,7 +65,11 @@ def iso(t: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + f".{int(t % 1 * 1000):03d}Z"
 
 
-def container_view(row: RowMapping, events: list[RowMapping] | None = None) -> Container:
+def container_view(
+    row: RowMapping, events: list[RowMapping] | None = None, *, env: bool = True
+) -> Container:
+    """The wire view of a stored container; ``env=False`` leaves the env out (list pages:
+    env often holds secrets and can be large; one container's GET still has it)."""
     spec = row["spec"]
     partition = None
     if row["board"] is not None:
@@ -85,7 +91,7 @@ def container_view(row: RowMapping, events: list[RowMapping] | None = None) -> C
         image=row["image"],
         command=spec.get("command", []),
         args=spec.get("args", []),
-        env=spec.get("env", {}),
+        env=spec.get("env", {}) if env else {},
         gpus=row["gpus"],
         gpus_granted=row["gpus_granted"],
         nfs=spec.get("nfs", []),
@@ -178,8 +184,24 @@ Who = Annotated[Principal, Depends(_principal)]
 Admin = Annotated[Principal, Depends(_admin)]
 
 
-def create_app(store: Store, scheduler: Scheduler, backend: Backend) -> FastAPI:
-    """The API over one store, scheduler and backend."""
+_HTTP_KINDS = {404: "NotFound", 405: "MethodNotAllowed", 400: "BadRequest", 413: "BodyTooLarge"}
+
+
+def _check_sizes(body: ContainerCreate, limits: Limits) -> None:
+    """A container's env and command+args in bytes (UTF-8) against the limits."""
+    env = sum(len(k.encode()) + len(v.encode()) + 2 for k, v in body.env.items())
+    if env > limits.max_env_bytes:
+        raise SpecTooLarge("env", env, limits.max_env_bytes)
+    argv = sum(len(a.encode()) + 1 for a in [*body.command, *body.args])
+    if argv > limits.max_command_bytes:
+        raise SpecTooLarge("command", argv, limits.max_command_bytes)
+
+
+def create_app(
+    store: Store, scheduler: Scheduler, backend: Backend, limits: Limits | None = None
+) -> FastAPI:
+    """The API over one store, scheduler and backend, with ``limits`` on request sizes."""
+    limits = limits or Limits()
     app = FastAPI(
         title="gpucaas",
         version="0.1.0",
@@ -188,6 +210,7 @@ def create_app(store: Store, scheduler: Scheduler, backend: Backend) -> FastAPI:
         openapi_url="/openapi.json",
     )
     app.state.store = store
+    app.add_middleware(RequestLimits, limits=limits)
     registry = CollectorRegistry()
     requests_total = Counter(
         "gpucaas_http_requests", "HTTP requests", ["method", "route", "status"], registry=registry
@@ -212,7 +235,31 @@ def create_app(store: Store, scheduler: Scheduler, backend: Backend) -> FastAPI:
 
     @app.exception_handler(GpucaasError)
     async def _gpucaas_error(_request: Request, exc: GpucaasError) -> JSONResponse:
-        return _error(_status_of(exc), type(exc).__name__, str(exc))
+        details = None
+        if isinstance(exc, SpecTooLarge):
+            details = [{"field": exc.field, "message": str(exc), "type": "too_large"}]
+        return _error(_status_of(exc), type(exc).__name__, str(exc), details)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        # Routing (unknown path, wrong method) and FastAPI's own body parsing end here.
+        status = exc.status_code
+        kind = _HTTP_KINDS.get(status, "HTTPError")
+        if status == 404:
+            message = (
+                f"no such route: {request.method} {request.url.path[:200]} (see /openapi.json)"
+            )
+        elif status == 405:
+            allowed = (exc.headers or {}).get("Allow", "")
+            message = f"{request.method} is not allowed on {request.url.path[:200]}; use {allowed}"
+        elif status == 400:
+            message = "the request body could not be read as JSON; send a JSON object"
+        else:
+            message = str(exc.detail)[:500]
+        response = _error(status, kind, message)
+        if exc.headers:
+            response.headers.update(exc.headers)
+        return response
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -223,6 +270,11 @@ def create_app(store: Store, scheduler: Scheduler, backend: Backend) -> FastAPI:
             msg = str(err.get("msg", "invalid")).removeprefix("Value error, ")
             if err.get("type") == "extra_forbidden":
                 msg = "unknown field; remove it (see /openapi.json for the fields)"
+            elif err.get("type") == "json_invalid":
+                # FastAPI puts the parse error's offset in loc ("[0]"): it is the body.
+                field = "body"
+                reason = str(err.get("ctx", {}).get("error", "")) or "invalid"
+                msg = f"the body is not valid JSON ({reason[:100]}); send a JSON object"
             details.append({"field": field, "message": msg, "type": err.get("type", "")})
             messages.append(f"{field}: {msg}")
         return _error(422, "ValidationError", "; ".join(messages), details)
@@ -246,6 +298,7 @@ def create_app(store: Store, scheduler: Scheduler, backend: Backend) -> FastAPI:
         """Run a container on ``gpus`` GPUs. The reply says the partition size granted."""
         if who.tenant is None:
             raise Forbidden("admin tokens do not own containers; use a tenant's token")
+        _check_sizes(body, limits)
         workload = new_workload(
             "precheck",
             who.tenant,
@@ -293,7 +346,9 @@ def create_app(store: Store, scheduler: Scheduler, backend: Backend) -> FastAPI:
         rows, token = store.containers(
             scope, states=state or (), labels=labels, limit=limit, page_token=page_token
         )
-        return ContainerPage(items=[container_view(r) for r in rows], next_page_token=token)
+        return ContainerPage(
+            items=[container_view(r, env=False) for r in rows], next_page_token=token
+        )
 
     @app.get("/v1/containers/{container_id}", responses=_ERRORS, tags=["containers"])
     def get_container(container_id: str, who: Who) -> Container:
@@ -461,8 +516,9 @@ def create_app(store: Store, scheduler: Scheduler, backend: Backend) -> FastAPI:
     def healthz() -> Health:
         return Health(ok=True, scheduler_passes=scheduler.passes, backend=backend.name)
 
-    @app.get("/metrics", response_class=Response, tags=["ops"])
-    def metrics() -> Response:
+    @app.get("/metrics", response_class=Response, responses=_ERRORS, tags=["ops"])
+    def metrics(_: Admin) -> Response:
+        """Prometheus metrics; needs an admin token (per-route counts say what tenants do)."""
         return Response(generate_latest(registry), media_type="text/plain; version=0.0.4")
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)

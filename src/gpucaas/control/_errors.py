@@ -8,6 +8,7 @@
     │   ├── Unauthenticated       401: no token, a malformed or unknown or revoked one
     │   ├── Forbidden             403: the token may not do this (admin only, NFS export)
     │   ├── ExecutorRefused       422: the backend's executor cannot run this request
+    │   ├── SpecTooLarge          422: a container's env or command is over its size limit
     │   ├── BadStoreUrl           a store URL that is neither sqlite nor postgresql
     │   └── KubernetesRefused     the Kubernetes API refused a call (4xx but 404/409)
     ├── Refused
@@ -143,6 +144,20 @@ class StateConflict(Conflict):
     status = 409
     template = "{what}"
     what: str
+
+
+@errorclass
+class SpecTooLarge(InvalidRequest):
+    """A container's env or command (with args) is larger than the API allows."""
+
+    status = 422
+    template = (
+        "{field}: {size} bytes in all, more than the limit of {limit}; pass large data through "
+        "a file on NFS instead (the operator sets the limit with gpucaas up --max-{field}-bytes)"
+    )
+    field: str
+    size: int
+    limit: int
 
 
 # -- executors -----------------------------------------------------------------------------

@@ -216,6 +216,9 @@ class _SupervisedExecutor:
     """What both executors share: starting the supervisor, reading its files, stopping it."""
 
     name: str = "supervisor"
+    max_log_bytes: int | None = None
+    """Keep at most this much of each container's log (the tail; ``--max-log-bytes`` of the
+    supervisor). None: all of it. ``gpucaas up --max-log-bytes`` sets it."""
 
     def __init__(self, *, grace_s: float = DEFAULT_GRACE_S) -> None:
         self.grace_s = grace_s
@@ -286,6 +289,8 @@ class _SupervisedExecutor:
         ]
         if launch.max_runtime_s is not None:
             supervisor_args += ["--max-runtime-s", str(launch.max_runtime_s)]
+        if self.max_log_bytes is not None:
+            supervisor_args += ["--max-log-bytes", str(self.max_log_bytes)]
         banner = self._banner(launch)
         if banner:
             supervisor_args += ["--banner", banner]

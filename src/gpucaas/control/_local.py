@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import shutil
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -190,6 +191,14 @@ class LocalBackend:
                         controller.deactivate(pid)
                     except PartitionNotActive:
                         pass
+
+    def forget(self, container_ids: Sequence[str]) -> None:
+        """Remove the directories (log, exit status) of containers purged from the store;
+        only finished ones are purged, so no supervisor runs in them."""
+        for cid in container_ids:
+            directory = self.directory(cid)
+            if directory.parent == self.state_dir / "containers" and directory.is_dir():
+                shutil.rmtree(directory, ignore_errors=True)
 
     def ensure_tenant(self, tenant: TenantSpec) -> None:
         return None  # one machine, no namespaces: the store's quota is the only limit

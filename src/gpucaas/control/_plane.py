@@ -25,9 +25,18 @@ from gpucaas.topology import get_model
 from ._app import create_app
 from ._backend import Backend, TenantSpec
 from ._errors import StateDirBusy
-from ._executor import EngineExecutor, Executor, ProcessExecutor
+from ._executor import EngineExecutor, Executor, ProcessExecutor, _SupervisedExecutor
+from ._limits import (
+    MAX_BODY_BYTES,
+    MAX_COMMAND_BYTES,
+    MAX_ENV_BYTES,
+    MAX_HEADER_BYTES,
+    MAX_LOG_BYTES,
+    Limits,
+    uvicorn_limits,
+)
 from ._local import LocalBackend
-from ._scheduler import DEFAULT_GRACE_S, Scheduler
+from ._scheduler import DEFAULT_GRACE_S, Retention, Scheduler
 from ._store import Store, sqlite_url
 
 log = logging.getLogger(__name__)
@@ -70,6 +79,31 @@ class ControlPlaneConfig:
     admin_token: str | None = None
     """Install this admin token on first start (stored as a hash) instead of making one and
     a demo tenant and printing them: for deployments, from a Secret."""
+
+    max_body_bytes: int = MAX_BODY_BYTES
+    """A request body's size limit (413 beyond it, checked before authentication)."""
+    max_header_bytes: int = MAX_HEADER_BYTES
+    """All request headers' size limit (431 beyond it, checked before authentication)."""
+    max_env_bytes: int = MAX_ENV_BYTES
+    """A container's env, names and values, in bytes (422 beyond it)."""
+    max_command_bytes: int = MAX_COMMAND_BYTES
+    """A container's command and args, in bytes (422 beyond it)."""
+    max_log_bytes: int | None = MAX_LOG_BYTES
+    """Local backend: keep at most this much of a container's log (the tail, with a marker
+    line where the head was cut). None: keep all."""
+    retain_finished: int | None = 1000
+    """Finished containers kept per tenant (older ones are purged in the background, with
+    their events and, on the local backend, their logs). None: no count limit."""
+    retain_finished_days: float | None = 7.0
+    """Finished containers are purged this long after they ended. None: no age limit."""
+
+    def limits(self) -> Limits:
+        return Limits(
+            max_body_bytes=self.max_body_bytes,
+            max_header_bytes=self.max_header_bytes,
+            max_env_bytes=self.max_env_bytes,
+            max_command_bytes=self.max_command_bytes,
+        )
 
     def host_port(self) -> tuple[str, int]:
         host, sep, port = self.listen.rpartition(":")
@@ -199,6 +233,8 @@ class ControlPlane:
         self._backend_close: Callable[[], None] = _nothing
         if config.backend == "local":
             assert executor is not None
+            if isinstance(executor, _SupervisedExecutor):
+                executor.max_log_bytes = config.max_log_bytes
             self.backend = LocalBackend(config.state_dir, model, config.nodes, executor)
         else:
             from ._kubernetes import KubernetesBackend, PodDefaults
@@ -226,10 +262,21 @@ class ControlPlane:
             policy=config.policy,
             grace_s=config.grace_s,
             holder=f"{socket.gethostname()}:{config.state_dir.resolve()}",
+            retention=Retention(
+                keep_per_tenant=config.retain_finished,
+                max_age_s=(
+                    None
+                    if config.retain_finished_days is None
+                    else config.retain_finished_days * 86400.0
+                ),
+            ),
+            on_purged=self.backend.forget if isinstance(self.backend, LocalBackend) else None,
         )
-        self.app = create_app(self.store, self.scheduler, self.backend)
+        self.app = create_app(self.store, self.scheduler, self.backend, config.limits())
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self.notice: str | None = None
+        """What :meth:`bootstrap` did that the operator must hear of (``gpucaas up`` prints it)."""
 
     def tenant_spec(self, name: str) -> TenantSpec:
         row = self.store.tenant(name)
@@ -262,13 +309,30 @@ class ControlPlane:
             self._lock_file.close()
 
     def bootstrap(self, url: str) -> Credentials | None:
-        """On first start: an admin token and a demo tenant, written to the state dir (0600)."""
+        """On first start: an admin token and a demo tenant, written to the state dir (0600).
+
+        Later, when no admin token is active any more, ``GPUCAAS_ADMIN_TOKEN`` restores access
+        (and :attr:`notice` says so); without it :attr:`notice` says how."""
         if self.store.has_admin_token():
             return None
+        started_before = self.store.has_admin_token(include_revoked=True)
         if self.config.admin_token is not None:
-            self.store.create_token(
-                None, "from GPUCAAS_ADMIN_TOKEN", secret=self.config.admin_token
+            row = self.store.install_admin_token(
+                self.config.admin_token, "from GPUCAAS_ADMIN_TOKEN"
             )
+            if started_before:
+                self.notice = (
+                    "no active admin token was left: admin access restored with "
+                    f"GPUCAAS_ADMIN_TOKEN (token {row['id']})"
+                )
+                log.warning("%s", self.notice)
+            return None
+        if started_before:
+            self.notice = (
+                "no active admin token is left (all were revoked): restart with "
+                "GPUCAAS_ADMIN_TOKEN=gpc_... in the environment to restore admin access"
+            )
+            log.warning("%s", self.notice)
             return None
         admin_secret, _ = self.store.create_token(None, "created by gpucaas up")
         _, tenant_secret, _ = self.store.create_tenant(
@@ -310,6 +374,8 @@ def serve(config: ControlPlaneConfig, *, announce: Any = print) -> None:
         )
     if executor == "process":
         announce("  executor 'process': commands run as host processes, NO isolation (dev only)")
+    if plane.notice is not None:
+        announce(f"  {plane.notice}")
     if creds is not None:
         announce(f"  admin token (shown once; also in {config.state_dir / CREDENTIALS_FILE}):")
         announce(f"    {creds.admin_token}")
@@ -321,7 +387,14 @@ def serve(config: ControlPlaneConfig, *, announce: Any = print) -> None:
     announce("    gpucaas run --gpus 2 --wait docker.io/library/busybox -- sh -c 'echo hi'")
     announce("    gpucaas ps; gpucaas logs ID")
     server = uvicorn.Server(
-        uvicorn.Config(plane.app, host=host, port=port, log_level="warning", access_log=False)
+        uvicorn.Config(
+            plane.app,
+            host=host,
+            port=port,
+            log_level="warning",
+            access_log=False,
+            **uvicorn_limits(config.limits()),
+        )
     )
     try:
         server.run()

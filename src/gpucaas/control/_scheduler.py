@@ -111,12 +111,26 @@ class _Held:
     """The backend start in flight; its result is when it began."""
 
 
+@dataclass(frozen=True)
+class Retention:
+    """How long finished containers stay in the store (``gpucaas up --retain-finished``,
+    ``--retain-finished-days``); the leader purges them every ``every_s`` seconds, in
+    batches, so one pass never holds the store long. None: no bound of that kind."""
+
+    keep_per_tenant: int | None = 1000
+    max_age_s: float | None = 7 * 86400.0
+    every_s: float = 60.0
+    batch: int = 500
+
+
 class Scheduler:
     """Parameters:
     store: the store.
     backend: what runs the workloads.
     policy: the placement policy's name (default best-fit).
     grace_s: seconds between SIGTERM and SIGKILL on stop.
+    retention: when finished containers are purged from the store (None: never).
+    on_purged: told the IDs of purged containers (the local backend removes their files).
     """
 
     def __init__(
@@ -129,7 +143,12 @@ class Scheduler:
         holder: str = "local",
         lease_ttl_s: float = LEASE_TTL_S,
         clock: Callable[[], float] = time.monotonic,
+        retention: Retention | None = None,
+        on_purged: Callable[[list[str]], None] | None = None,
     ) -> None:
+        self.retention = retention
+        self._on_purged = on_purged
+        self._last_purge = -float("inf")
         self.store = store
         self.backend = backend
         self.policy = policy
@@ -295,6 +314,8 @@ class Scheduler:
             except Exception:  # a bug must not stop scheduling for every tenant
                 log.exception("scheduler pass crashed")
                 busy = False
+            if self.leading:
+                self._purge_when_due()
             self._wake.wait(busy_s if busy else idle_s)
             self._wake.clear()
             # Submits wake the loop; under a burst, one pass per MIN_PASS_GAP_S takes them
@@ -302,6 +323,32 @@ class Scheduler:
             rest = MIN_PASS_GAP_S - (self._clock() - began)
             if rest > 0:
                 stop.wait(rest)
+
+    def _purge_when_due(self) -> None:
+        r = self.retention
+        if r is None or self._clock() - self._last_purge < r.every_s:
+            return
+        self._last_purge = self._clock()
+        try:
+            self.purge()
+        except GpucaasError as exc:
+            log.error("purging finished containers failed: %s", exc)
+
+    def purge(self) -> list[str]:
+        """Purge finished containers past :attr:`retention` now (one batch); returns their
+        IDs. Their files go too, through ``on_purged``."""
+        r = self.retention
+        if r is None:
+            return []
+        older = None if r.max_age_s is None else time.time() - r.max_age_s
+        ids = self.store.purge_finished(
+            keep_per_tenant=r.keep_per_tenant, older_than=older, batch=r.batch
+        )
+        if ids:
+            log.info("purged %d finished containers past retention", len(ids))
+            if self._on_purged is not None:
+                self._on_purged(ids)
+        return ids
 
     def run_once(self) -> bool:
         """One pass; True while something is on its way (starting, stopping)."""

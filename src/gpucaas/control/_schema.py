@@ -85,6 +85,10 @@ containers = Table(
     Index(None, "state", "seq"),
     Index(None, "tenant", "state"),
     Index(None, "state", "updated_at"),
+    # A queue number is never handed out twice, even after the top rows were deleted
+    # (a tenant's deletion): the scheduler reads only numbers above the last it saw.
+    # PostgreSQL's identity sequence already never goes back; migration 0003.
+    sqlite_autoincrement=True,
 )
 
 container_labels = Table(

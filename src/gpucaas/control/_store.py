@@ -40,7 +40,7 @@ from sqlalchemy import (
     update,
 )
 
-from gpucaas._wire import ACTIVE_STATES, ContainerCreate, State, TenantCreate
+from gpucaas._wire import ACTIVE_STATES, FINAL_STATES, ContainerCreate, State, TenantCreate
 from gpucaas.errors import InvalidRequest
 
 from . import _schema as s
@@ -130,8 +130,23 @@ class Store:
     def migrate(self) -> None:
         from ._migrate import upgrade
 
-        with map_db_errors(_safe(self.url)), self.engine.begin() as conn:
-            upgrade(conn)
+        with map_db_errors(_safe(self.url)), self.engine.connect() as conn:
+            if self.dialect != "sqlite":
+                with conn.begin():
+                    upgrade(conn)
+                return
+            # A migration that rebuilds a table (0003) drops and renames it; SQLite's
+            # foreign-key enforcement would refuse that, and the pragma is ignored inside a
+            # transaction, so it is turned off before BEGIN and on again after (the
+            # migration checks the references itself).
+            raw = conn.connection.dbapi_connection
+            assert raw is not None
+            raw.execute("PRAGMA foreign_keys=OFF")
+            try:
+                with conn.begin():
+                    upgrade(conn)
+            finally:
+                raw.execute("PRAGMA foreign_keys=ON")
 
     # -- transactions ---------------------------------------------------------------------
 
@@ -265,15 +280,35 @@ class Store:
             return list(conn.execute(q).mappings().all())
 
     def revoke_token(self, token_id: str) -> RowMapping:
-        """Revoke a token; idempotent (a revoked token keeps its first revocation time)."""
+        """Revoke a token; idempotent (a revoked token keeps its first revocation time).
+
+        Raises :class:`StateConflict` for the last active admin token: revoking it would lock
+        the operator out (make another admin token first)."""
+        tok = s.tokens.c
         with self._tx() as conn:
+            row = conn.execute(select(s.tokens).where(tok.id == token_id)).mappings().first()
+            if row is not None and row["tenant"] is None and row["revoked_at"] is None:
+                if self.dialect == "postgresql":  # two revocations must not both pass
+                    conn.execute(text("LOCK TABLE tokens IN SHARE ROW EXCLUSIVE MODE"))
+                others = conn.execute(
+                    select(func.count())
+                    .select_from(s.tokens)
+                    .where(tok.tenant.is_(None), tok.revoked_at.is_(None), tok.id != token_id)
+                ).scalar_one()
+                if not others:
+                    raise StateConflict(
+                        f"token {token_id} is the last active admin token; revoking it would "
+                        "lock every operator out. Create another admin token first "
+                        "(POST /v1/admin/tokens)"
+                    )
             conn.execute(
                 update(s.tokens)
                 .where(s.tokens.c.id == token_id, s.tokens.c.revoked_at.is_(None))
                 .values(revoked_at=self._clock())
             )
-            row = conn.execute(select(s.tokens).where(s.tokens.c.id == token_id)).mappings()
-            found = row.first()
+            found = (
+                conn.execute(select(s.tokens).where(s.tokens.c.id == token_id)).mappings().first()
+            )
             if found is None:
                 raise NotFound("token", token_id)
             return found
@@ -297,14 +332,41 @@ class Store:
             raise Unauthenticated(f"token {row.id} was revoked; ask the operator for a new one")
         return Principal(row.id, row.tenant)
 
-    def has_admin_token(self) -> bool:
+    def has_admin_token(self, *, include_revoked: bool = False) -> bool:
+        """Whether an admin token that is not revoked exists (revoked ones give no access);
+        ``include_revoked``: whether any admin token was ever made (not a first start)."""
+        q = select(s.tokens.c.id).where(s.tokens.c.tenant.is_(None)).limit(1)
+        if not include_revoked:
+            q = q.where(s.tokens.c.revoked_at.is_(None))
         with self._tx(read=True) as conn:
-            return (
-                conn.execute(
-                    select(s.tokens.c.id).where(s.tokens.c.tenant.is_(None)).limit(1)
-                ).first()
-                is not None
-            )
+            return conn.execute(q).first() is not None
+
+    def install_admin_token(self, secret: str, label: str) -> RowMapping:
+        """Make ``secret`` an active admin token: insert it, or lift its revocation when it was
+        one already (the operator's way back in after every admin token was revoked).
+
+        Raises :class:`InvalidRequest` when it is malformed or is a tenant's token."""
+        if secret.startswith(TOKEN_PREFIX):
+            with self._tx() as conn:
+                tok = s.tokens.c
+                row = (
+                    conn.execute(select(s.tokens).where(tok.hash == hash_token(secret)))
+                    .mappings()
+                    .first()
+                )
+                if row is not None:
+                    if row["tenant"] is not None:
+                        raise InvalidRequest(
+                            "GPUCAAS_ADMIN_TOKEN is a tenant's token (id "
+                            f"{row['id']}); give a new admin token instead"
+                        )
+                    conn.execute(
+                        update(s.tokens).where(tok.id == row["id"]).values(revoked_at=None)
+                    )
+                    return (
+                        conn.execute(select(s.tokens).where(tok.id == row["id"])).mappings().one()
+                    )
+        return self.create_token(None, label, secret=secret)[1]
 
     # -- containers: the API's side ----------------------------------------------------------
 
@@ -668,6 +730,54 @@ class Store:
                 )
             )
 
+    def purge_finished(
+        self,
+        *,
+        keep_per_tenant: int | None = None,
+        older_than: float | None = None,
+        batch: int = 500,
+    ) -> list[str]:
+        """Delete finished containers (with their events and labels): those that ended before
+        ``older_than`` (wall clock), and each tenant's beyond its newest ``keep_per_tenant``
+        finished ones. At most ``batch`` per call; returns their IDs. Unfinished containers
+        are never touched, so the quota counters stay as they are."""
+        c = s.containers.c
+        final = [x.value for x in FINAL_STATES]
+        doomed: list[tuple[int, str]] = []
+        with self._tx(read=True) as conn:
+            if older_than is not None:
+                q = (
+                    select(c.seq, c.id)
+                    .where(c.state.in_(final), c.updated_at < older_than)
+                    .order_by(c.seq)
+                    .limit(batch)
+                )
+                doomed += [(int(r.seq), str(r.id)) for r in conn.execute(q)]
+            if keep_per_tenant is not None:
+                for (name,) in conn.execute(select(s.tenants.c.name)).all():
+                    if len(doomed) >= batch:
+                        break
+                    q = (
+                        select(c.seq, c.id)
+                        .where(c.tenant == name, c.state.in_(final))
+                        .order_by(c.seq.desc())
+                        .offset(keep_per_tenant)
+                        .limit(batch - len(doomed))
+                    )
+                    doomed += [(int(r.seq), str(r.id)) for r in conn.execute(q)]
+        seqs = sorted({seq for seq, _ in doomed})
+        if not seqs:
+            return []
+        with self._tx() as conn:
+            gone = (c.seq.in_(seqs)) & c.state.in_(final)  # still finished: final states stick
+            keep = select(c.seq).where(gone)
+            conn.execute(delete(s.events).where(s.events.c.container_seq.in_(keep)))
+            conn.execute(
+                delete(s.container_labels).where(s.container_labels.c.container_seq.in_(keep))
+            )
+            conn.execute(delete(s.containers).where(gone))
+        return sorted({cid for _, cid in doomed})
+
     def count(self, states: Iterable[State] | None = None) -> int:
         q = select(func.count()).select_from(s.containers)
         if states is not None:
@@ -734,6 +844,9 @@ def _under(export: str, allowed: str) -> bool:
     return path == a_path or path.startswith(a_path.rstrip("/") + "/")
 
 
+_MAX_SEQ = 2**63
+
+
 def _encode_page(seq: int) -> str:
     return base64.urlsafe_b64encode(f"seq:{seq}".encode()).decode().rstrip("=")
 
@@ -742,9 +855,11 @@ def _decode_page(token: str) -> int:
     try:
         text = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode()
         kind, _, value = text.partition(":")
-        if kind != "seq":
+        seq = int(value)
+        # Numbers outside a BIGINT are no seq we gave out (and overflow the database).
+        if kind != "seq" or not 0 <= seq < _MAX_SEQ:
             raise ValueError(kind)
-        return int(value)
+        return seq
     except (ValueError, binascii.Error, UnicodeDecodeError):
         raise InvalidRequest(
             f"page_token {token[:40]!r} is not one this API gave out; start from the first page"

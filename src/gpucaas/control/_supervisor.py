@@ -51,7 +51,9 @@ from gpucaas._files import write_atomically
 SUPERVISOR_PID = "shim.pid"
 """The supervisor's pid and /proc start time: ``{"pid": int, "start_time": int}``."""
 LOG = "log"
-"""The workload's stdout and stderr (appended)."""
+"""The workload's stdout and stderr (appended; with ``--max-log-bytes``, its tail)."""
+LOG_CUT_MARKER = "gpucaas: [log cut:"
+"""How the line that replaces a cut head of the log begins."""
 STARTED = "started.json"
 """``{"pid": int, "start_time": int | null, "started_at": ISO-8601}`` of the workload."""
 EXIT = "exit.json"
@@ -125,6 +127,13 @@ def _parse(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument("--grace-s", type=float, default=DEFAULT_GRACE_S)
     parser.add_argument("--banner", default=None, help="a line written to the log first")
     parser.add_argument(
+        "--max-log-bytes",
+        type=int,
+        default=None,
+        help="keep at most this much of the log: past it the head is cut (the newest output "
+        "stays) and a marker line says how much went",
+    )
+    parser.add_argument(
         "--stop-cmd",
         default=None,
         help=f"a JSON list, run on stop or deadline; {GRACE_PLACEHOLDER} becomes the grace",
@@ -173,7 +182,8 @@ def _supervise(opts: argparse.Namespace, ready_fd: int | None) -> int:
         os.write(ready_fd, b"1")
         os.close(ready_fd)
     argv: list[str] = opts.argv
-    with open(directory / LOG, "ab") as log:
+    capped = opts.max_log_bytes is not None
+    with open(directory / LOG, "a+b" if capped else "ab") as log:  # a cut reads the tail
         if opts.banner:
             log.write(f"{opts.banner}\n".encode())
             log.flush()
@@ -181,8 +191,9 @@ def _supervise(opts: argparse.Namespace, ready_fd: int | None) -> int:
             proc = subprocess.Popen(
                 argv,
                 stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=log,
+                # With a cap the output goes through us, so we decide what the file keeps.
+                stdout=subprocess.PIPE if capped else log,
+                stderr=subprocess.STDOUT if capped else log,
                 cwd=directory,
                 start_new_session=True,
             )
@@ -194,22 +205,81 @@ def _supervise(opts: argparse.Namespace, ready_fd: int | None) -> int:
             log.write(f"gpucaas: {message}\n".encode())
             _write_exit(directory, None, None, "spawn-failed", message)
             return 0
-    with proc:
-        write_atomically(
-            directory / STARTED,
-            json.dumps(
-                {
-                    "pid": proc.pid,
-                    "start_time": proc_start_time(proc.pid),
-                    "started_at": now_iso(),
-                }
-            ),
-        )
-        _wait(proc, opts, signals)
+        cap = None
+        if proc.stdout is not None:
+            cap = _LogCap(log, proc.stdout.fileno(), opts.max_log_bytes)
+        with proc:
+            write_atomically(
+                directory / STARTED,
+                json.dumps(
+                    {
+                        "pid": proc.pid,
+                        "start_time": proc_start_time(proc.pid),
+                        "started_at": now_iso(),
+                    }
+                ),
+            )
+            _wait(proc, opts, signals, cap)
     return 0
 
 
-def _wait(proc: subprocess.Popen[bytes], opts: argparse.Namespace, signals: _Signals) -> None:
+class _LogCap:
+    """Copies the workload's output (a pipe) into the log, keeping at most ``limit`` bytes:
+    past it, the head is cut, half the limit of the newest output stays, and a marker line
+    says how many bytes went. The supervisor is the file's only writer, so the cut loses
+    nothing of the tail; a reader that holds an offset past the new end reads from the top."""
+
+    def __init__(self, log: Any, fd: int, limit: int) -> None:
+        self.log = log
+        self.fd = fd
+        self.limit = max(limit, 1024)
+        self.size = os.fstat(log.fileno()).st_size
+        self.cut = 0
+        self.open = True
+        os.set_blocking(fd, False)
+
+    def pump(self, budget: int = 1 << 20) -> None:
+        """Copy what the pipe holds now (at most ``budget`` bytes: a flood cannot starve the
+        supervisor's other duties)."""
+        while self.open and budget > 0:
+            try:
+                chunk = os.read(self.fd, 65536)
+            except BlockingIOError:
+                return
+            if not chunk:
+                self.open = False
+                return
+            budget -= len(chunk)
+            self.log.write(chunk)
+            self.log.flush()
+            self.size += len(chunk)
+            if self.size > self.limit:
+                self._cut()
+
+    def _cut(self) -> None:
+        fd = self.log.fileno()
+        keep = self.limit // 2
+        tail = os.pread(fd, keep, self.size - keep)
+        start = tail.find(b"\n")  # begin at a line when one is near
+        if 0 <= start < 4096:
+            tail = tail[start + 1 :]
+        self.cut += self.size - len(tail)
+        marker = (
+            f"{LOG_CUT_MARKER} {self.cut} bytes of earlier output dropped; the log keeps "
+            f"about the last {self.limit} bytes]\n"
+        ).encode()
+        os.ftruncate(fd, 0)  # the file is O_APPEND: the next write lands at the new end
+        self.log.write(marker + tail)
+        self.log.flush()
+        self.size = len(marker) + len(tail)
+
+
+def _wait(
+    proc: subprocess.Popen[bytes],
+    opts: argparse.Namespace,
+    signals: _Signals,
+    cap: _LogCap | None = None,
+) -> None:
     """Wait for the workload, terminating it on a signal or past its deadline."""
     directory: Path = opts.dir
     started = time.monotonic()
@@ -243,11 +313,17 @@ def _wait(proc: subprocess.Popen[bytes], opts: argparse.Namespace, signals: _Sig
             if pidfd is None:
                 timeout = 0.2 if timeout is None else min(timeout, 0.2)
             watched = [signals.read_fd] if pidfd is None else [signals.read_fd, pidfd]
+            if cap is not None and cap.open:
+                watched.append(cap.fd)
             select.select(watched, [], [], timeout)
             signals.drain()
+            if cap is not None:
+                cap.pump()
     finally:
         if pidfd is not None:
             os.close(pidfd)
+    if cap is not None:
+        cap.pump(budget=64 << 20)  # what it wrote before it ended (a child may hold the pipe)
     if reason != "exited":
         _killpg(proc.pid, signal.SIGKILL)  # what the workload left behind in its group
     code = proc.returncode
