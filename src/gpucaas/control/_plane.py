@@ -3,18 +3,21 @@ process from a :class:`ControlPlaneConfig` (``gpucaas up`` is its command; tests
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import logging
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from types import FrameType
+from typing import IO, TYPE_CHECKING, Any
 
 from gpucaas._files import write_atomically
 from gpucaas._wire import TenantCreate
@@ -26,15 +29,22 @@ from ._app import create_app
 from ._backend import Backend, TenantSpec
 from ._errors import StateDirBusy
 from ._executor import EngineExecutor, Executor, ProcessExecutor
+from ._follow import MAX_FOLLOWERS, MAX_FOLLOWERS_PER_TENANT, Followers
 from ._local import LocalBackend
 from ._scheduler import DEFAULT_GRACE_S, Scheduler
 from ._store import Store, sqlite_url
+
+if TYPE_CHECKING:
+    import uvicorn
 
 log = logging.getLogger(__name__)
 
 EXECUTORS = ("auto", "process", "podman", "docker")
 BACKENDS = ("local", "kubernetes")
 CREDENTIALS_FILE = "credentials.json"
+SHUTDOWN_GRACE_S = 5.0
+"""How long a stopping server waits for open requests before it cancels them; log
+followers end at once (they watch :attr:`Followers.closing`)."""
 DEMO_TENANT = "demo"
 
 
@@ -70,6 +80,10 @@ class ControlPlaneConfig:
     admin_token: str | None = None
     """Install this admin token on first start (stored as a hash) instead of making one and
     a demo tenant and printing them: for deployments, from a Secret."""
+    max_followers_per_tenant: int = MAX_FOLLOWERS_PER_TENANT
+    """Open ``logs?follow=true`` streams a tenant may hold at once (429 beyond)."""
+    max_followers: int = MAX_FOLLOWERS
+    """Open follow streams of all tenants together (429 beyond)."""
 
     def host_port(self) -> tuple[str, int]:
         host, sep, port = self.listen.rpartition(":")
@@ -179,6 +193,11 @@ class ControlPlane:
             raise InvalidRequest(
                 f"--backend {config.backend!r} is not one of {', '.join(BACKENDS)}"
             )
+        if config.max_followers_per_tenant < 1 or config.max_followers < 1:
+            raise InvalidRequest(
+                "--max-followers-per-tenant and --max-followers must be at least 1, got "
+                f"{config.max_followers_per_tenant} and {config.max_followers}"
+            )
         self.config = config
         model = get_model(config.board)
         get_policy(config.policy)
@@ -227,7 +246,8 @@ class ControlPlane:
             grace_s=config.grace_s,
             holder=f"{socket.gethostname()}:{config.state_dir.resolve()}",
         )
-        self.app = create_app(self.store, self.scheduler, self.backend)
+        self.followers = Followers(config.max_followers_per_tenant, config.max_followers)
+        self.app = create_app(self.store, self.scheduler, self.backend, self.followers)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -249,6 +269,9 @@ class ControlPlane:
         self._thread.start()
 
     def stop(self) -> None:
+        """Idempotent enough to call once more: ends log followers, joins the scheduler
+        (10 s at most), releases the scheduler lease, closes the store."""
+        self.followers.close()
         self._stop.set()
         self.scheduler.wake()
         if self._thread is not None:
@@ -281,8 +304,43 @@ class ControlPlane:
         return creds
 
 
+class _Server:
+    """Builds uvicorn's server so that SIGTERM and SIGINT only ask it to stop.
+
+    uvicorn re-raises a captured signal once it has shut down; for SIGTERM (what
+    Kubernetes and systemd send) that killed the process before :meth:`ControlPlane.stop`
+    ran, so the scheduler lease stayed held until its TTL ran out. Here both signals end
+    :func:`serve` normally, the plane stops fully, and the exit status is 0.
+    """
+
+    @staticmethod
+    def build(config: uvicorn.Config, on_signal: Callable[[], None]) -> uvicorn.Server:
+        import uvicorn
+
+        class Server(uvicorn.Server):
+            def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+                on_signal()
+                super().handle_exit(sig, frame)
+
+            @contextlib.contextmanager
+            def capture_signals(self) -> Iterator[None]:
+                if threading.current_thread() is not threading.main_thread():
+                    yield
+                    return
+                handled = (signal.SIGINT, signal.SIGTERM)
+                previous = {sig: signal.signal(sig, self.handle_exit) for sig in handled}
+                try:
+                    yield
+                finally:
+                    for sig, handler in previous.items():
+                        signal.signal(sig, handler)
+
+        return Server(config)
+
+
 def serve(config: ControlPlaneConfig, *, announce: Any = print) -> None:
-    """Run until SIGINT/SIGTERM."""
+    """Run until SIGINT or SIGTERM, then stop everything (followers ended, requests given
+    :data:`SHUTDOWN_GRACE_S`, scheduler joined, lease released) and return."""
     import uvicorn
 
     host, port = config.host_port()
@@ -320,10 +378,19 @@ def serve(config: ControlPlaneConfig, *, announce: Any = print) -> None:
     announce(f"    export GPUCAAS_URL={url} GPUCAAS_TOKEN=<the tenant token>")
     announce("    gpucaas run --gpus 2 --wait docker.io/library/busybox -- sh -c 'echo hi'")
     announce("    gpucaas ps; gpucaas logs ID")
-    server = uvicorn.Server(
-        uvicorn.Config(plane.app, host=host, port=port, log_level="warning", access_log=False)
+    server = _Server.build(
+        uvicorn.Config(
+            plane.app,
+            host=host,
+            port=port,
+            log_level="warning",
+            access_log=False,
+            timeout_graceful_shutdown=int(SHUTDOWN_GRACE_S),
+        ),
+        plane.followers.close,
     )
     try:
         server.run()
     finally:
         plane.stop()
+    announce("gpucaas up: stopped (scheduler lease released)")
