@@ -93,11 +93,26 @@ def up(
             "the VM size of gpucaas.runtime.vm_memory_for, 160Gi per GPU).",
         ),
     ] = None,
+    max_followers_per_tenant: Annotated[
+        int,
+        typer.Option(
+            envvar="GPUCAAS_MAX_FOLLOWERS_PER_TENANT",
+            help="Open `logs --follow` streams a tenant may hold at once; more get 429.",
+        ),
+    ] = 8,
+    max_followers: Annotated[
+        int,
+        typer.Option(
+            envvar="GPUCAAS_MAX_FOLLOWERS",
+            help="Open `logs --follow` streams of all tenants together; more get 429.",
+        ),
+    ] = 256,
 ) -> None:
     """Start API + store + scheduler + a local fleet of simulated HGX boards in one process.
 
     On first start it creates an admin token and a tenant 'demo', prints both once and
-    writes them to STATE_DIR/credentials.json (mode 0600).
+    writes them to STATE_DIR/credentials.json (mode 0600). SIGTERM or Ctrl-C stops it
+    cleanly: log followers end, the scheduler lease is released, exit status 0.
 
     Example: gpucaas up --state-dir /tmp/gpucaas --nodes 10 --executor process
     """
@@ -123,5 +138,7 @@ def up(
                 pod_cpu_per_gpu=pod_cpu_per_gpu,
                 pod_memory_per_gpu=pod_memory_per_gpu,
                 admin_token=admin_token,
+                max_followers_per_tenant=max_followers_per_tenant,
+                max_followers=max_followers,
             )
         )

@@ -425,9 +425,7 @@ def create_app(
             async for chunk in source:
                 yield chunk
         finally:
-            aclose = getattr(source, "aclose", None)
-            if aclose is not None:
-                await aclose()
+            await source.aclose()
 
     @app.delete("/v1/containers/{container_id}", responses=_ERRORS, tags=["containers"])
     def stop_container(container_id: str, who: Who) -> Container:

@@ -8,7 +8,7 @@ Kubernetes backend (pods bound to nodes).
 from __future__ import annotations
 
 import enum
-from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -121,7 +121,7 @@ class Backend(Protocol):
         """The workload's output; with ``follow``, until it ends."""
         ...
 
-    def follow_logs(self, workload: Workload) -> AsyncIterator[bytes]:
+    def follow_logs(self, workload: Workload) -> AsyncGenerator[bytes, None]:
         """The workload's output until it ends, for the API's event loop: it must wait
         without blocking the loop or holding a thread (a quiet workload may be followed
         for days), and stop when closed (``aclose``) or cancelled."""

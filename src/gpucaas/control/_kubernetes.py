@@ -19,7 +19,7 @@ import re
 import socket
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -588,7 +588,7 @@ class KubernetesBackend:
             if exc.status.code not in (400, 404):
                 raise KubernetesError(f"reading logs of {ns}/{name}", str(exc)) from exc
 
-    async def follow_logs(self, workload: Workload) -> AsyncIterator[bytes]:
+    async def follow_logs(self, workload: Workload) -> AsyncGenerator[bytes, None]:
         # One async client per follower, on the API's event loop: the stream waits on its
         # socket, not in a thread, and closing it (a client gone) closes the connection.
         name, ns = pod_name(workload.container_id), namespace_of(workload.tenant)

@@ -14,7 +14,7 @@ import datetime as dt
 import logging
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncGenerator, Iterator, Sequence
 from pathlib import Path
 
 from gpucaas.fabric import (
@@ -222,7 +222,7 @@ class LocalBackend:
                 return
             time.sleep(0.1)
 
-    async def follow_logs(self, workload: Workload) -> AsyncIterator[bytes]:
+    async def follow_logs(self, workload: Workload) -> AsyncGenerator[bytes, None]:
         # Reads of a local file return at once: done on the loop, no thread. Between
         # reads, a quiet container costs one stat and one small read per FOLLOW_POLL_S.
         path = self.directory(workload.container_id) / "log"
