@@ -145,7 +145,7 @@ def test_45_followers_of_a_quiet_container_leave_the_api_responsive(wide: Live) 
             for _ in range(3):
                 start = time.monotonic()
                 assert anyone.get("/healthz").status_code == 200
-                assert time.monotonic() - start < 2.0
+                assert time.monotonic() - start < 3.0
         with wide.client(other) as o:
             o.timeout = httpx.Timeout(5)
             assert o.get("/v1/containers").status_code == 200
@@ -228,7 +228,11 @@ def test_followers_end_when_the_server_shuts_down(narrow: Live) -> None:
             wait_for("the follower to count", lambda: followers(narrow).count() == 1)
             followers(narrow).close()
             start = time.monotonic()
-            list(r.iter_bytes())  # ends: the stream saw the shutdown
+            text = b"".join(r.iter_bytes()).decode()  # ends: the stream saw the shutdown
             assert time.monotonic() - start < 5
+            assert text.endswith(
+                "gpucaas: the log stream broke off: the server is stopping; reconnect to "
+                "follow the log once it is back\n"
+            )
         r = t.get(f"/v1/containers/{cid}/logs", params={"follow": "true"})
         assert r.status_code == 503, r.text

@@ -51,7 +51,7 @@ from gpucaas.errors import Conflict, GpucaasError, InvalidRequest, Unavailable
 from gpucaas.topology import get_model
 
 from ._backend import Backend, TenantSpec
-from ._errors import Forbidden, NotFound, Unauthenticated
+from ._errors import FollowersClosed, Forbidden, NotFound, Unauthenticated
 from ._follow import Followers, FollowResponse, guarded
 from ._follow import close as close_stream
 from ._scheduler import Scheduler, new_workload, workload_of
@@ -404,6 +404,10 @@ def create_app(
                     yield chunk
             except GpucaasError as exc:
                 yield f"\ngpucaas: the log stream broke off: {exc}\n".encode()
+                return
+            if followers.closing.is_set():
+                # Not the container's end: say so, or the follower would take it for one.
+                yield f"\ngpucaas: the log stream broke off: {FollowersClosed()}\n".encode()
 
         async def on_close() -> None:
             try:
