@@ -344,7 +344,7 @@ def create_app(
         ends, at most ``--max-followers-per-tenant`` streams at once per tenant (429)."""
         row = await run_in_threadpool(store.container, container_id, who.tenant)
         if follow:
-            return await _follow(row, who, request)
+            return await _follow(row, request)
         workload = workload_of(row)
 
         def chunks() -> Iterator[bytes]:
@@ -365,7 +365,7 @@ def create_app(
 
         return StreamingResponse(rest(), media_type="text/plain; charset=utf-8")
 
-    async def _follow(row: RowMapping, who: Principal, request: Request) -> StreamingResponse:
+    async def _follow(row: RowMapping, request: Request) -> StreamingResponse:
         # No thread is held while following (issue 13, point 1): the stream is a coroutine
         # on the event loop, bounded per tenant, ended by a disconnect or a stopping server.
         tenant = str(row["tenant"])

@@ -42,7 +42,7 @@ log = logging.getLogger(__name__)
 EXECUTORS = ("auto", "process", "podman", "docker")
 BACKENDS = ("local", "kubernetes")
 CREDENTIALS_FILE = "credentials.json"
-SHUTDOWN_GRACE_S = 5.0
+SHUTDOWN_GRACE_S = 5
 """How long a stopping server waits for open requests before it cancels them; log
 followers end at once (they watch :attr:`Followers.closing`)."""
 DEMO_TENANT = "demo"
@@ -269,8 +269,8 @@ class ControlPlane:
         self._thread.start()
 
     def stop(self) -> None:
-        """Idempotent enough to call once more: ends log followers, joins the scheduler
-        (10 s at most), releases the scheduler lease, closes the store."""
+        """End log followers, join the scheduler (10 s at most), release the scheduler
+        lease and close the store."""
         self.followers.close()
         self._stop.set()
         self.scheduler.wake()
@@ -304,38 +304,36 @@ class ControlPlane:
         return creds
 
 
-class _Server:
-    """Builds uvicorn's server so that SIGTERM and SIGINT only ask it to stop.
+def _uvicorn_server(config: uvicorn.Config, on_signal: Callable[[], None]) -> uvicorn.Server:
+    """uvicorn's server, except that SIGTERM and SIGINT only ask it to stop.
 
     uvicorn re-raises a captured signal once it has shut down; for SIGTERM (what
     Kubernetes and systemd send) that killed the process before :meth:`ControlPlane.stop`
     ran, so the scheduler lease stayed held until its TTL ran out. Here both signals end
-    :func:`serve` normally, the plane stops fully, and the exit status is 0.
+    :func:`serve` normally, the plane stops fully, and the exit status is 0. ``on_signal``
+    runs first (it ends the log followers, which would otherwise hold the shutdown).
     """
+    import uvicorn
 
-    @staticmethod
-    def build(config: uvicorn.Config, on_signal: Callable[[], None]) -> uvicorn.Server:
-        import uvicorn
+    class Server(uvicorn.Server):
+        def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+            on_signal()
+            super().handle_exit(sig, frame)
 
-        class Server(uvicorn.Server):
-            def handle_exit(self, sig: int, frame: FrameType | None) -> None:
-                on_signal()
-                super().handle_exit(sig, frame)
+        @contextlib.contextmanager
+        def capture_signals(self) -> Iterator[None]:
+            if threading.current_thread() is not threading.main_thread():
+                yield
+                return
+            handled = (signal.SIGINT, signal.SIGTERM)
+            previous = {sig: signal.signal(sig, self.handle_exit) for sig in handled}
+            try:
+                yield
+            finally:
+                for sig, handler in previous.items():
+                    signal.signal(sig, handler)
 
-            @contextlib.contextmanager
-            def capture_signals(self) -> Iterator[None]:
-                if threading.current_thread() is not threading.main_thread():
-                    yield
-                    return
-                handled = (signal.SIGINT, signal.SIGTERM)
-                previous = {sig: signal.signal(sig, self.handle_exit) for sig in handled}
-                try:
-                    yield
-                finally:
-                    for sig, handler in previous.items():
-                        signal.signal(sig, handler)
-
-        return Server(config)
+    return Server(config)
 
 
 def serve(config: ControlPlaneConfig, *, announce: Any = print) -> None:
@@ -378,14 +376,14 @@ def serve(config: ControlPlaneConfig, *, announce: Any = print) -> None:
     announce(f"    export GPUCAAS_URL={url} GPUCAAS_TOKEN=<the tenant token>")
     announce("    gpucaas run --gpus 2 --wait docker.io/library/busybox -- sh -c 'echo hi'")
     announce("    gpucaas ps; gpucaas logs ID")
-    server = _Server.build(
+    server = _uvicorn_server(
         uvicorn.Config(
             plane.app,
             host=host,
             port=port,
             log_level="warning",
             access_log=False,
-            timeout_graceful_shutdown=int(SHUTDOWN_GRACE_S),
+            timeout_graceful_shutdown=SHUTDOWN_GRACE_S,
         ),
         plane.followers.close,
     )
