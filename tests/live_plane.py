@@ -85,6 +85,7 @@ def live_plane(state_dir: Path, **config: Any) -> Iterator[Live]:
         assert creds is not None
         yield Live(url, creds, plane)
     finally:
+        plane.followers.close()  # open log streams end, as in serve(); the server can stop
         server.should_exit = True
         thread.join(timeout=10)
         _stop_everything(plane)

@@ -127,11 +127,26 @@ def up(
             help="Finished containers are purged this many days after they ended; 0: never."
         ),
     ] = 7.0,
+    max_followers_per_tenant: Annotated[
+        int,
+        typer.Option(
+            envvar="GPUCAAS_MAX_FOLLOWERS_PER_TENANT",
+            help="Open `logs --follow` streams a tenant may hold at once; more get 429.",
+        ),
+    ] = 8,
+    max_followers: Annotated[
+        int,
+        typer.Option(
+            envvar="GPUCAAS_MAX_FOLLOWERS",
+            help="Open `logs --follow` streams of all tenants together; more get 429.",
+        ),
+    ] = 256,
 ) -> None:
     """Start API + store + scheduler + a local fleet of simulated HGX boards in one process.
 
     On first start it creates an admin token and a tenant 'demo', prints both once and
-    writes them to STATE_DIR/credentials.json (mode 0600).
+    writes them to STATE_DIR/credentials.json (mode 0600). SIGTERM or Ctrl-C stops it
+    cleanly: log followers end, the scheduler lease is released, exit status 0.
 
     Example: gpucaas up --state-dir /tmp/gpucaas --nodes 10 --executor process
     """
@@ -164,5 +179,7 @@ def up(
                 max_log_bytes=max_log_bytes or None,
                 retain_finished=retain_finished or None,
                 retain_finished_days=retain_finished_days or None,
+                max_followers_per_tenant=max_followers_per_tenant,
+                max_followers=max_followers,
             )
         )

@@ -12,6 +12,7 @@ from ._errors import (
     EngineCommandFailed,
     EngineNotFound,
     ExecutorRefused,
+    FollowersClosed,
     Forbidden,
     IdempotencyMismatch,
     KubernetesApiError,
@@ -28,9 +29,11 @@ from ._errors import (
     StoreQueryError,
     StoreUnavailable,
     StoreUnreachable,
+    TooManyFollowers,
     Unauthenticated,
 )
 from ._executor import EngineExecutor, Executor, ProcessExecutor
+from ._follow import Followers
 from ._kubernetes import KubernetesBackend, PodDefaults
 from ._local import LocalBackend
 from ._plane import (
@@ -63,6 +66,8 @@ __all__ = [
     "EngineNotFound",
     "Executor",
     "ExecutorRefused",
+    "Followers",
+    "FollowersClosed",
     "Forbidden",
     "IdempotencyMismatch",
     "KubernetesApiError",
@@ -90,6 +95,7 @@ __all__ = [
     "StoreUnreachable",
     "TenantCreate",
     "TenantSpec",
+    "TooManyFollowers",
     "Unauthenticated",
     "Workload",
     "WorkloadStatus",

@@ -8,8 +8,9 @@ and may use ``/v1/admin``.
 
 from __future__ import annotations
 
+import asyncio
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from importlib import resources
 from typing import Annotated, Any
 
@@ -20,6 +21,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from sqlalchemy import RowMapping
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.concurrency import run_in_threadpool
 
 from gpucaas._wire import (
     BoardPartition,
@@ -50,10 +52,18 @@ from gpucaas.errors import Conflict, GpucaasError, InvalidRequest, Unavailable
 from gpucaas.topology import get_model
 
 from ._backend import Backend, TenantSpec
-from ._errors import Forbidden, NotFound, SpecTooLarge, Unauthenticated
+from ._errors import FollowersClosed, Forbidden, NotFound, SpecTooLarge, Unauthenticated
+from ._follow import Followers, FollowResponse, guarded
+from ._follow import close as close_stream
 from ._limits import Limits, RequestLimits
 from ._scheduler import Scheduler, new_workload, workload_of
 from ._store import DEFAULT_PAGE, MAX_PAGE, Principal, Store
+
+FIRST_CHUNK_WAIT_S = 0.5
+"""How long a follow request waits for its first chunk before answering 200 anyway: long
+enough that a backend's refusal becomes an error status, short enough for a quiet log."""
+QUEUED_POLL_S = 0.5
+"""How often a follower of a queued container asks the store whether it was placed."""
 
 _bearer = HTTPBearer(auto_error=False, description="a gpucaas token: gpc_…")
 _ERRORS: dict[int | str, dict[str, Any]] = {
@@ -198,10 +208,17 @@ def _check_sizes(body: ContainerCreate, limits: Limits) -> None:
 
 
 def create_app(
-    store: Store, scheduler: Scheduler, backend: Backend, limits: Limits | None = None
+    store: Store,
+    scheduler: Scheduler,
+    backend: Backend,
+    limits: Limits | None = None,
+    followers: Followers | None = None,
 ) -> FastAPI:
-    """The API over one store, scheduler and backend, with ``limits`` on request sizes."""
+    """The API over one store, scheduler and backend, with ``limits`` on request sizes;
+    ``followers`` bounds the open ``logs?follow=true`` streams (default: :class:`Followers`'s
+    bounds)."""
     limits = limits or Limits()
+    followers = followers or Followers()
     app = FastAPI(
         title="gpucaas",
         version="0.1.0",
@@ -211,6 +228,7 @@ def create_app(
     )
     app.state.store = store
     app.add_middleware(RequestLimits, limits=limits)
+    app.state.followers = followers
     registry = CollectorRegistry()
     requests_total = Counter(
         "gpucaas_http_requests", "HTTP requests", ["method", "route", "status"], registry=registry
@@ -377,30 +395,24 @@ def create_app(
         response_class=StreamingResponse,
         tags=["containers"],
     )
-    def container_logs(container_id: str, who: Who, follow: bool = False) -> StreamingResponse:
-        """The container's output (stdout and stderr); ``follow=true`` streams until it ends."""
-        row = store.container(container_id, who.tenant)
+    async def container_logs(
+        container_id: str, who: Who, request: Request, follow: bool = False
+    ) -> StreamingResponse:
+        """The container's output (stdout and stderr); ``follow=true`` streams until it
+        ends, at most ``--max-followers-per-tenant`` streams at once per tenant (429)."""
+        row = await run_in_threadpool(store.container, container_id, who.tenant)
+        if follow:
+            return await _follow(row, request)
         workload = workload_of(row)
 
         def chunks() -> Iterator[bytes]:
-            if row["board"] is None and not follow:
-                return
-            if row["board"] is None:
-                # Queued: wait until it is placed (or ends without running).
-                while True:
-                    current = store.container(container_id)
-                    if current["board"] is not None:
-                        yield from backend.logs(workload_of(current), follow=True)
-                        return
-                    if State(current["state"]).final:
-                        return
-                    time.sleep(0.2)
-            yield from backend.logs(workload, follow=follow)
+            if row["board"] is not None:
+                yield from backend.logs(workload, follow=False)
 
         # The first chunk is read here, so a backend that cannot give logs at all answers
         # with an error status (503 and why) instead of a broken 200 stream.
         stream = chunks()
-        first = next(stream, b"")
+        first = await run_in_threadpool(next, stream, b"")
 
         def rest() -> Iterator[bytes]:
             yield first
@@ -410,6 +422,72 @@ def create_app(
                 yield f"\ngpucaas: the log stream broke off: {exc}\n".encode()
 
         return StreamingResponse(rest(), media_type="text/plain; charset=utf-8")
+
+    async def _follow(row: RowMapping, request: Request) -> StreamingResponse:
+        # No thread is held while following (issue 13, point 1): the stream is a coroutine
+        # on the event loop, bounded per tenant, ended by a disconnect or a stopping server.
+        tenant = str(row["tenant"])
+        followers.acquire(tenant)
+        released = False
+
+        def release() -> None:
+            nonlocal released
+            if not released:
+                released = True
+                followers.release(tenant)
+
+        source = _placed_then_followed(row)
+        # A backend that cannot give logs at all answers with an error status; one that is
+        # merely quiet answers 200 at once (its first chunk comes later).
+        first = asyncio.ensure_future(anext(source))
+        try:
+            await asyncio.wait({first}, timeout=FIRST_CHUNK_WAIT_S)
+            failed = first.exception() if first.done() and not first.cancelled() else None
+            if failed is not None and not isinstance(failed, StopAsyncIteration):
+                raise failed
+        except BaseException:
+            await close_stream(source, first)
+            release()
+            raise
+
+        async def body() -> AsyncIterator[bytes]:
+            try:
+                async for chunk in guarded(
+                    source,
+                    disconnected=request.is_disconnected,
+                    closing=followers.closing,
+                    release=release,
+                    first=first,
+                ):
+                    yield chunk
+            except GpucaasError as exc:
+                yield f"\ngpucaas: the log stream broke off: {exc}\n".encode()
+                return
+            if followers.closing.is_set():
+                # Not the container's end: say so, or the follower would take it for one.
+                yield f"\ngpucaas: the log stream broke off: {FollowersClosed()}\n".encode()
+
+        async def on_close() -> None:
+            try:
+                await close_stream(source, first)
+            finally:
+                release()
+
+        return FollowResponse(body(), on_close)
+
+    async def _placed_then_followed(row: RowMapping) -> AsyncIterator[bytes]:
+        while row["board"] is None:
+            # Queued: wait until it is placed (or ends without running).
+            if State(row["state"]).final:
+                return
+            await asyncio.sleep(QUEUED_POLL_S)
+            row = await run_in_threadpool(store.container, row["id"])
+        source = backend.follow_logs(workload_of(row))
+        try:
+            async for chunk in source:
+                yield chunk
+        finally:
+            await source.aclose()
 
     @app.delete("/v1/containers/{container_id}", responses=_ERRORS, tags=["containers"])
     def stop_container(container_id: str, who: Who) -> Container:

@@ -8,7 +8,7 @@ Kubernetes backend (pods bound to nodes).
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -85,7 +85,8 @@ class WorkloadStatus:
 
 class Backend(Protocol):
     """Runs workloads on boards. Every method is idempotent; the scheduler loop calls
-    them from one thread, and ``check``/``logs`` from API threads."""
+    them from one thread, ``check``/``logs`` from API threads and ``follow_logs`` on the
+    API's event loop."""
 
     name: str
 
@@ -118,6 +119,12 @@ class Backend(Protocol):
 
     def logs(self, workload: Workload, *, follow: bool) -> Iterator[bytes]:
         """The workload's output; with ``follow``, until it ends."""
+        ...
+
+    def follow_logs(self, workload: Workload) -> AsyncGenerator[bytes, None]:
+        """The workload's output until it ends, for the API's event loop: it must wait
+        without blocking the loop or holding a thread (a quiet workload may be followed
+        for days), and stop when closed (``aclose``) or cancelled."""
         ...
 
     def ensure_tenant(self, tenant: TenantSpec) -> None:

@@ -14,6 +14,7 @@
     ├── Refused
     │   ├── QuotaExceeded         429/403: the tenant's GPU or container quota (also
     │   │                         InvalidRequest)
+    │   ├── TooManyFollowers      429: the tenant (or the server) follows too many logs
     │   └── Conflict
     │       ├── IdempotencyMismatch   409: an Idempotency-Key reused with another body
     │       ├── AlreadyExists         409: a tenant of that name exists
@@ -24,6 +25,7 @@
     │       └── KubernetesConflict    the Kubernetes API answered 409
     ├── Unavailable
     │   ├── StoreUnavailable      503: the database cannot be opened, or failed
+    │   ├── FollowersClosed       503: the server is stopping; no new log stream
     │   ├── EngineNotFound        503: podman/docker is not on PATH
     │   ├── ShimStartFailed       a container's shim did not come up
     │   ├── EngineCommandFailed   a podman/docker command failed
@@ -111,6 +113,28 @@ class QuotaExceeded(Refused, InvalidRequest):
         return (
             f"tenant {self.tenant!r} holds {self.used} of {self.limit} {self.what}; this request "
             f"needs {self.asked} more: wait for a container to end, or stop one"
+        )
+
+
+@errorclass
+class TooManyFollowers(Refused):
+    """A ``logs?follow=true`` beyond the open streams allowed per tenant or per server."""
+
+    status = 429
+    tenant: str
+    limit: int
+    scope: str
+    """``tenant``: the tenant's own bound; ``server``: the bound of all tenants together."""
+
+    def __str__(self) -> str:
+        if self.scope == "tenant":
+            return (
+                f"tenant {self.tenant!r} already follows {self.limit} log streams, its limit; "
+                "close one, or read the log without follow"
+            )
+        return (
+            f"this server already follows {self.limit} log streams, its limit; retry later, "
+            "or read the log without follow"
         )
 
 
@@ -260,6 +284,14 @@ class StoreUnavailable(Unavailable):
     template = "store {url} is unavailable: {reason}"
     url: str
     reason: str
+
+
+@errorclass
+class FollowersClosed(Unavailable):
+    """The server is stopping: it ends open log streams and starts no new one."""
+
+    status = 503
+    template = "the server is stopping; reconnect to follow the log once it is back"
 
 
 @errorclass

@@ -19,14 +19,14 @@ import re
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
 import httpx2
-from lightkube import ApiError, Client
+from lightkube import ApiError, AsyncClient, Client
 from lightkube.config.client_adapter import Client as HttpClient
 from lightkube.config.client_adapter import ConnectionParams
 from lightkube.config.kubeconfig import KubeConfig, SingleConfig
@@ -587,6 +587,21 @@ class KubernetesBackend:
         except ApiError as exc:
             if exc.status.code not in (400, 404):
                 raise KubernetesError(f"reading logs of {ns}/{name}", str(exc)) from exc
+
+    async def follow_logs(self, workload: Workload) -> AsyncGenerator[bytes, None]:
+        # One async client per follower, on the API's event loop: the stream waits on its
+        # socket, not in a thread, and closing it (a client gone) closes the connection.
+        name, ns = pod_name(workload.container_id), namespace_of(workload.tenant)
+        client = AsyncClient(self._config, field_manager="gpucaas")
+        try:
+            with map_kube_errors(f"reading logs of {ns}/{name}"):
+                async for line in client.log(name, namespace=ns, follow=True, newlines=True):
+                    yield line.encode()
+        except ApiError as exc:
+            if exc.status.code not in (400, 404):
+                raise KubernetesError(f"reading logs of {ns}/{name}", str(exc)) from exc
+        finally:
+            await client.close()
 
 
 LIVE_WITHIN_S = 2.0

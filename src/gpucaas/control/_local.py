@@ -9,12 +9,13 @@ active is replayed like a Fabric Manager restart on a real node.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import logging
 import shutil
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import AsyncGenerator, Iterator, Sequence
 from pathlib import Path
 
 from gpucaas.fabric import (
@@ -229,6 +230,38 @@ class LocalBackend:
                         yield rest
                 return
             time.sleep(0.1)
+
+    async def follow_logs(self, workload: Workload) -> AsyncGenerator[bytes, None]:
+        # Reads of a local file return at once: done on the loop, no thread. Between
+        # reads, a quiet container costs one stat and one small read per FOLLOW_POLL_S.
+        path = self.directory(workload.container_id) / "log"
+        offset = 0
+        ended = False
+        while True:
+            chunk = _read_from(path, offset, 1 << 16)
+            if chunk:
+                offset += len(chunk)
+                yield chunk
+                continue
+            if ended:
+                return
+            # Once ended, one more read: output written just before the exit.
+            ended = self.status(workload).phase in (Phase.EXITED, Phase.LOST)
+            if not ended:
+                await asyncio.sleep(FOLLOW_POLL_S)
+
+
+FOLLOW_POLL_S = 0.1
+"""How often a followed log file is read again while it has nothing new."""
+
+
+def _read_from(path: Path, offset: int, size: int) -> bytes:
+    try:
+        with path.open("rb") as f:
+            f.seek(offset)
+            return f.read(size)
+    except FileNotFoundError:
+        return b""
 
 
 def _parse_time(text: str | None) -> float | None:

@@ -3,18 +3,21 @@ process from a :class:`ControlPlaneConfig` (``gpucaas up`` is its command; tests
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import logging
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from types import FrameType
+from typing import IO, TYPE_CHECKING, Any
 
 from gpucaas._files import write_atomically
 from gpucaas._wire import TenantCreate
@@ -26,6 +29,7 @@ from ._app import create_app
 from ._backend import Backend, TenantSpec
 from ._errors import StateDirBusy
 from ._executor import EngineExecutor, Executor, ProcessExecutor, _SupervisedExecutor
+from ._follow import MAX_FOLLOWERS, MAX_FOLLOWERS_PER_TENANT, Followers
 from ._limits import (
     MAX_BODY_BYTES,
     MAX_COMMAND_BYTES,
@@ -39,11 +43,17 @@ from ._local import LocalBackend
 from ._scheduler import DEFAULT_GRACE_S, Retention, Scheduler
 from ._store import Store, sqlite_url
 
+if TYPE_CHECKING:
+    import uvicorn
+
 log = logging.getLogger(__name__)
 
 EXECUTORS = ("auto", "process", "podman", "docker")
 BACKENDS = ("local", "kubernetes")
 CREDENTIALS_FILE = "credentials.json"
+SHUTDOWN_GRACE_S = 5
+"""How long a stopping server waits for open requests before it cancels them; log
+followers end at once (they watch :attr:`Followers.closing`)."""
 DEMO_TENANT = "demo"
 
 
@@ -79,6 +89,10 @@ class ControlPlaneConfig:
     admin_token: str | None = None
     """Install this admin token on first start (stored as a hash) instead of making one and
     a demo tenant and printing them: for deployments, from a Secret."""
+    max_followers_per_tenant: int = MAX_FOLLOWERS_PER_TENANT
+    """Open ``logs?follow=true`` streams a tenant may hold at once (429 beyond)."""
+    max_followers: int = MAX_FOLLOWERS
+    """Open follow streams of all tenants together (429 beyond)."""
 
     max_body_bytes: int = MAX_BODY_BYTES
     """A request body's size limit (413 beyond it, checked before authentication)."""
@@ -213,6 +227,11 @@ class ControlPlane:
             raise InvalidRequest(
                 f"--backend {config.backend!r} is not one of {', '.join(BACKENDS)}"
             )
+        if config.max_followers_per_tenant < 1 or config.max_followers < 1:
+            raise InvalidRequest(
+                "--max-followers-per-tenant and --max-followers must be at least 1, got "
+                f"{config.max_followers_per_tenant} and {config.max_followers}"
+            )
         self.config = config
         model = get_model(config.board)
         get_policy(config.policy)
@@ -272,7 +291,14 @@ class ControlPlane:
             ),
             on_purged=self.backend.forget if isinstance(self.backend, LocalBackend) else None,
         )
-        self.app = create_app(self.store, self.scheduler, self.backend, config.limits())
+        self.followers = Followers(config.max_followers_per_tenant, config.max_followers)
+        self.app = create_app(
+            self.store,
+            self.scheduler,
+            self.backend,
+            limits=config.limits(),
+            followers=self.followers,
+        )
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.notice: str | None = None
@@ -296,6 +322,9 @@ class ControlPlane:
         self._thread.start()
 
     def stop(self) -> None:
+        """End log followers, join the scheduler (10 s at most), release the scheduler
+        lease and close the store."""
+        self.followers.close()
         self._stop.set()
         self.scheduler.wake()
         if self._thread is not None:
@@ -345,8 +374,41 @@ class ControlPlane:
         return creds
 
 
+def _uvicorn_server(config: uvicorn.Config, on_signal: Callable[[], None]) -> uvicorn.Server:
+    """uvicorn's server, except that SIGTERM and SIGINT only ask it to stop.
+
+    uvicorn re-raises a captured signal once it has shut down; for SIGTERM (what
+    Kubernetes and systemd send) that killed the process before :meth:`ControlPlane.stop`
+    ran, so the scheduler lease stayed held until its TTL ran out. Here both signals end
+    :func:`serve` normally, the plane stops fully, and the exit status is 0. ``on_signal``
+    runs first (it ends the log followers, which would otherwise hold the shutdown).
+    """
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+            on_signal()
+            super().handle_exit(sig, frame)
+
+        @contextlib.contextmanager
+        def capture_signals(self) -> Iterator[None]:
+            if threading.current_thread() is not threading.main_thread():
+                yield
+                return
+            handled = (signal.SIGINT, signal.SIGTERM)
+            previous = {sig: signal.signal(sig, self.handle_exit) for sig in handled}
+            try:
+                yield
+            finally:
+                for sig, handler in previous.items():
+                    signal.signal(sig, handler)
+
+    return Server(config)
+
+
 def serve(config: ControlPlaneConfig, *, announce: Any = print) -> None:
-    """Run until SIGINT/SIGTERM."""
+    """Run until SIGINT or SIGTERM, then stop everything (followers ended, requests given
+    :data:`SHUTDOWN_GRACE_S`, scheduler joined, lease released) and return."""
     import uvicorn
 
     host, port = config.host_port()
@@ -386,7 +448,7 @@ def serve(config: ControlPlaneConfig, *, announce: Any = print) -> None:
     announce(f"    export GPUCAAS_URL={url} GPUCAAS_TOKEN=<the tenant token>")
     announce("    gpucaas run --gpus 2 --wait docker.io/library/busybox -- sh -c 'echo hi'")
     announce("    gpucaas ps; gpucaas logs ID")
-    server = uvicorn.Server(
+    server = _uvicorn_server(
         uvicorn.Config(
             plane.app,
             host=host,
@@ -394,9 +456,12 @@ def serve(config: ControlPlaneConfig, *, announce: Any = print) -> None:
             log_level="warning",
             access_log=False,
             **uvicorn_limits(config.limits()),
-        )
+            timeout_graceful_shutdown=SHUTDOWN_GRACE_S,
+        ),
+        plane.followers.close,
     )
     try:
         server.run()
     finally:
         plane.stop()
+    announce("gpucaas up: stopped (scheduler lease released)")
