@@ -59,3 +59,47 @@ def test_a_capped_log_still_follows_a_running_container(tmp_path: Path) -> None:
     finally:
         executor.stop(launch.container_id, launch.directory, 0.5)
     assert ended(executor, launch).state is ExecState.EXITED
+
+
+def test_a_follower_keeps_its_place_across_cuts_of_the_head(tmp_path: Path) -> None:
+    """The supervisor cuts a capped log's head while it runs; a follower that keeps pace
+    sees every byte of output once, in order; one that fell behind gets the marker line and
+    goes on from the kept tail."""
+    import asyncio
+    import os
+
+    from gpucaas.control._local import follow_log_file
+    from gpucaas.control._supervisor import _LogCap
+
+    path = tmp_path / "log"
+    lines = [b"line %04d ...........\n" % i for i in range(400)]
+    read_fd, write_fd = os.pipe()
+    state = {"ended": False}
+
+    async def run() -> tuple[bytes, bytes]:
+        with path.open("a+b") as log:  # as the supervisor opens it
+            cap = _LogCap(log, read_fd, 1024)
+            keeping = follow_log_file(path, lambda: state["ended"], poll_s=0.01)
+            kept = b""
+            for i in range(0, 200, 5):  # 5 lines at a time, read after each write
+                os.write(write_fd, b"".join(lines[i : i + 5]))
+                cap.pump()
+                kept += await anext(keeping)
+            late = follow_log_file(path, lambda: state["ended"], poll_s=0.01)
+            for i in range(200, 400, 5):
+                os.write(write_fd, b"".join(lines[i : i + 5]))
+                cap.pump()
+                kept += await anext(keeping)
+            state["ended"] = True
+            behind = b"".join([chunk async for chunk in late])
+            return kept, behind
+
+    try:
+        kept, behind = asyncio.run(run())
+    finally:
+        os.close(read_fd)
+        os.close(write_fd)
+    assert kept == b"".join(lines), "a follower that kept pace lost or repeated output"
+    first, rest = behind.split(b"\n", 1)
+    assert first.decode().startswith(LOG_CUT_MARKER)
+    assert b"".join(lines).endswith(rest) and rest.endswith(lines[-1]) and len(rest) < 1024

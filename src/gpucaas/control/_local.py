@@ -15,7 +15,7 @@ import logging
 import shutil
 import threading
 import time
-from collections.abc import AsyncGenerator, Iterator, Sequence
+from collections.abc import AsyncGenerator, Callable, Iterator, Sequence
 from pathlib import Path
 
 from gpucaas.fabric import (
@@ -29,6 +29,7 @@ from gpucaas.topology import BoardModel, format_module_ids, module_ids_of
 from ._backend import BoardInfo, Phase, TenantSpec, Workload, WorkloadStatus
 from ._errors import AlreadyRunning
 from ._executor import ExecState, ExecStatus, Executor, Launch, NfsVolume
+from ._supervisor import log_cut
 
 log = logging.getLogger(__name__)
 
@@ -232,27 +233,43 @@ class LocalBackend:
             time.sleep(0.1)
 
     async def follow_logs(self, workload: Workload) -> AsyncGenerator[bytes, None]:
-        # Reads of a local file return at once: done on the loop, no thread. Between
-        # reads, a quiet container costs one stat and one small read per FOLLOW_POLL_S.
-        path = self.directory(workload.container_id) / "log"
-        offset = 0
-        ended = False
-        while True:
-            chunk = _read_from(path, offset, 1 << 16)
-            if chunk:
-                offset += len(chunk)
-                yield chunk
-                continue
-            if ended:
-                return
-            # Once ended, one more read: output written just before the exit.
-            ended = self.status(workload).phase in (Phase.EXITED, Phase.LOST)
-            if not ended:
-                await asyncio.sleep(FOLLOW_POLL_S)
+        def ended() -> bool:
+            return self.status(workload).phase in (Phase.EXITED, Phase.LOST)
+
+        async for chunk in follow_log_file(self.directory(workload.container_id) / "log", ended):
+            yield chunk
 
 
-FOLLOW_POLL_S = 0.1
-"""How often a followed log file is read again while it has nothing new."""
+async def follow_log_file(
+    path: Path, ended: Callable[[], bool], poll_s: float = 0.1
+) -> AsyncGenerator[bytes, None]:
+    """Stream a container's log file as it grows, until ``ended()`` and the file is read.
+
+    Reads of a local file return at once: done on the loop, no thread; a quiet container
+    costs one small read per ``poll_s``. The place kept is in the workload's *output*, not
+    in the file: a capped log's head is cut while it runs (the supervisor's marker line says
+    how much), and the follower goes on from the same byte of output, or from the marker
+    line when the cut took bytes it had not read yet.
+    """
+    sent = 0
+    done = False
+    while True:
+        dropped, marker = log_cut(_read_from(path, 0, 512))
+        if sent < dropped:
+            yield _read_from(path, 0, marker)
+            sent = dropped
+        chunk = _read_from(path, marker + sent - dropped, 1 << 16)
+        if chunk and log_cut(_read_from(path, 0, 512)) == (dropped, marker):
+            sent += len(chunk)
+            yield chunk
+            continue
+        if chunk:
+            continue  # cut while reading: read again from the new head
+        if done:
+            return
+        done = ended()  # once ended, one more read: output written just before the exit
+        if not done:
+            await asyncio.sleep(poll_s)
 
 
 def _read_from(path: Path, offset: int, size: int) -> bytes:

@@ -235,6 +235,7 @@ class _LogCap:
         self.limit = max(limit, 1024)
         self.size = os.fstat(log.fileno()).st_size
         self.cut = 0
+        self.marker = 0  # bytes of the marker line at the file's head (not output)
         self.open = True
         os.set_blocking(fd, False)
 
@@ -263,7 +264,7 @@ class _LogCap:
         start = tail.find(b"\n")  # begin at a line when one is near
         if 0 <= start < 4096:
             tail = tail[start + 1 :]
-        self.cut += self.size - len(tail)
+        self.cut += self.size - self.marker - len(tail)
         marker = (
             f"{LOG_CUT_MARKER} {self.cut} bytes of earlier output dropped; the log keeps "
             f"about the last {self.limit} bytes]\n"
@@ -272,6 +273,21 @@ class _LogCap:
         self.log.write(marker + tail)
         self.log.flush()
         self.size = len(marker) + len(tail)
+        self.marker = len(marker)
+
+
+def log_cut(head: bytes) -> tuple[int, int]:
+    """Where a capped log's kept output starts: ``(dropped, marker_length)`` read from the
+    file's first bytes, ``(0, 0)`` when the head was never cut. Byte ``p`` of the
+    workload's output is at file offset ``marker_length + p - dropped`` (when ``p >=
+    dropped``), which lets a follower keep its place across a cut."""
+    if not head.startswith(LOG_CUT_MARKER.encode()):
+        return 0, 0
+    end = head.find(b"\n")
+    fields = head[len(LOG_CUT_MARKER) : max(end, 0)].split()
+    if end < 0 or not fields or not fields[0].isdigit():
+        return 0, 0
+    return int(fields[0]), end + 1
 
 
 def _wait(
