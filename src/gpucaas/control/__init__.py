@@ -21,6 +21,7 @@ from ._errors import (
     KubernetesUnreachable,
     NotFound,
     QuotaExceeded,
+    SandboxUnavailable,
     ShimStartFailed,
     StateConflict,
     StateDirBusy,
@@ -30,7 +31,7 @@ from ._errors import (
     StoreUnreachable,
     Unauthenticated,
 )
-from ._executor import EngineExecutor, Executor, ProcessExecutor
+from ._executor import EngineExecutor, Executor, ProcessExecutor, SandboxExecutor
 from ._kubernetes import KubernetesBackend, PodDefaults
 from ._local import LocalBackend
 from ._plane import (
@@ -78,6 +79,8 @@ __all__ = [
     "Principal",
     "ProcessExecutor",
     "QuotaExceeded",
+    "SandboxExecutor",
+    "SandboxUnavailable",
     "Scheduler",
     "ShimStartFailed",
     "State",

@@ -16,6 +16,7 @@ import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
+from gpucaas._files import make_private_dir
 from gpucaas.fabric import (
     FabricController,
     PartitionInUse,
@@ -70,6 +71,9 @@ class LocalBackend:
         self._known = {b.name for b in self._boards}
         self._fabrics: dict[str, FabricController] = {}
         self._lock = threading.Lock()
+        # The containers' directories hold tenants' logs and environments: the owner's only.
+        make_private_dir(self.state_dir)
+        make_private_dir(self.state_dir / "containers")
 
     # -- boards and fabric ----------------------------------------------------------------
 
@@ -83,8 +87,9 @@ class LocalBackend:
             if controller is None:
                 if board not in self._known:
                     raise KeyError(board)
+                make_private_dir(self.state_dir / "fabric")
                 directory = self.state_dir / "fabric" / board
-                directory.mkdir(parents=True, exist_ok=True)
+                make_private_dir(directory)
                 fabric = SimulatedFabric(
                     self.model, board=board, state_file=directory / "fabric.json"
                 )
