@@ -693,7 +693,8 @@ class SandboxExecutor(ProcessExecutor):
         binary = shutil.which("bwrap")
         if binary is None:
             raise SandboxUnavailable(f"bwrap is not on PATH ({os.environ.get('PATH', '')!r})")
-        executor = cls(binary, user=user, hide=hide, grace_s=grace_s)
+        # The real file: the sandbox's user starts it, and may not reach a link's directory.
+        executor = cls(os.path.realpath(binary), user=user, hide=hide, grace_s=grace_s)
         executor.probe()
         return executor
 
@@ -716,6 +717,7 @@ class SandboxExecutor(ProcessExecutor):
                 timeout=SANDBOX_PROBE_TIMEOUT_S,
                 check=False,
                 cwd="/",
+                env={"PATH": SANDBOX_PATH},
                 **run_as,
             )
         except (OSError, subprocess.SubprocessError) as err:
