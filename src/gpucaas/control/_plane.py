@@ -330,6 +330,11 @@ def serve(config: ControlPlaneConfig, *, announce: Any = print) -> None:
         )
     if executor == "process":
         announce("  executor 'process': commands run as host processes, NO isolation (dev only)")
+    elif executor == "sandbox":
+        announce(
+            "  executor 'sandbox': each command runs in a bubblewrap sandbox as an unprivileged "
+            "user (read-only host, private /tmp, no network, state dir hidden); not a VM"
+        )
     if creds is not None:
         announce(f"  admin token (shown once; also in {config.state_dir / CREDENTIALS_FILE}):")
         announce(f"    {creds.admin_token}")
