@@ -210,3 +210,20 @@ def test_auto_takes_the_sandbox_without_an_engine(
         pytest.skip(f"bubblewrap cannot make a sandbox on this machine: {err}")
     assert isinstance(executor, SandboxExecutor)
     assert (tmp_path / "state").resolve() in executor.hide
+
+
+def test_loader_variables_reach_the_command_but_not_bubblewrap(state_dir: Path) -> None:
+    # bubblewrap runs outside the sandbox with the supervisor's environment: a tenant's
+    # LD_PRELOAD would make it load a host library there. The command still gets the variable.
+    executor = _sandbox(state_dir)
+    launch = Launch(
+        **{
+            **_launch(state_dir, "loader", 'echo "preload=$LD_PRELOAD"').__dict__,
+            "env": {"LD_PRELOAD": "/nonexistent/evil.so"},
+        }
+    )
+    assert "LD_PRELOAD" not in executor._supervisor_env(launch)
+    executor.start(launch)
+    status = _wait(executor, launch, ExecState.EXITED)
+    assert status.exit_code == 0
+    assert "preload=/nonexistent/evil.so" in (launch.directory / "log").read_text()

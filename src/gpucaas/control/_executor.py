@@ -610,6 +610,12 @@ _SANDBOX_PRIVATE = ("/tmp", "/var/tmp", "/run", "/dev/shm")
 tenants must not share, and /run's daemon sockets (a read-only mount does not stop connect())."""
 
 
+def _loads_code(name: str) -> bool:
+    """Whether environment variable ``name`` makes the dynamic loader or glibc load code
+    (LD_PRELOAD, LD_LIBRARY_PATH, LD_AUDIT, GCONV_PATH...)."""
+    return name.startswith("LD_") or name == "GCONV_PATH"
+
+
 def _reachable(path: Path, uid: int, gid: int) -> bool:
     """Whether user ``uid``/``gid`` can walk down to ``path`` (search permission on each
     parent), as bubblewrap, running as that user, must to mount over it."""
@@ -753,6 +759,9 @@ class SandboxExecutor(ProcessExecutor):
     def _workload(self, launch: Launch) -> list[str]:
         # The containers' root, whoever built this executor: other tenants' logs live there.
         sandbox = self._sandbox_args([launch.directory.parent])
+        for name, value in launch.workload_env().items():
+            if _loads_code(name):
+                sandbox += ["--setenv", name, value]
         return [*sandbox, "--info-fd", INFO_FD_PLACEHOLDER, "--", *super()._workload(launch)]
 
     def _launch_options(self, launch: Launch) -> list[str]:
@@ -762,12 +771,15 @@ class SandboxExecutor(ProcessExecutor):
         return options
 
     def _supervisor_env(self, launch: Launch) -> dict[str, str]:
-        return {
+        env = {
             "PATH": SANDBOX_PATH,
             "HOME": "/tmp",
             "LANG": os.environ.get("LANG", "C.UTF-8"),
             **launch.workload_env(),
         }
+        # bubblewrap itself runs outside the sandbox with this environment: no tenant variable
+        # may make it load code (those reach the command through --setenv instead).
+        return {name: value for name, value in env.items() if not _loads_code(name)}
 
     def _banner(self, launch: Launch) -> str | None:
         if not launch.image:

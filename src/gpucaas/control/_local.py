@@ -53,7 +53,7 @@ class LocalBackend:
     state_dir: where container directories (logs, supervisor files) and fabric state live.
     model: the board model of every simulated board.
     nodes: how many boards.
-    executor: what runs the containers (process, podman or docker).
+    executor: what runs the containers (sandbox, podman, docker or process).
     """
 
     name = "local"
