@@ -7,6 +7,7 @@ Skips, saying why, where bubblewrap cannot run (``.ci/run`` installs it).
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import time
@@ -187,7 +188,7 @@ def test_max_runtime_ends_the_whole_sandbox(state_dir: Path) -> None:
     executor = _sandbox(state_dir)
     marker = _marker()
     launch = _launch(state_dir, "overstayer", f"setsid sleep {marker} & sleep 1000")
-    launch = Launch(**{**launch.__dict__, "max_runtime_s": 1})
+    launch = dataclasses.replace(launch, max_runtime_s=1)
     executor.start(launch)
     status = _wait(executor, launch, ExecState.EXITED)
     assert status.reason == "deadline"
@@ -216,11 +217,9 @@ def test_loader_variables_reach_the_command_but_not_bubblewrap(state_dir: Path) 
     # bubblewrap runs outside the sandbox with the supervisor's environment: a tenant's
     # LD_PRELOAD would make it load a host library there. The command still gets the variable.
     executor = _sandbox(state_dir)
-    launch = Launch(
-        **{
-            **_launch(state_dir, "loader", 'echo "preload=$LD_PRELOAD"').__dict__,
-            "env": {"LD_PRELOAD": "/nonexistent/evil.so"},
-        }
+    launch = dataclasses.replace(
+        _launch(state_dir, "loader", 'echo "preload=$LD_PRELOAD"'),
+        env={"LD_PRELOAD": "/nonexistent/evil.so"},
     )
     assert "LD_PRELOAD" not in executor._supervisor_env(launch)
     executor.start(launch)
