@@ -38,7 +38,10 @@ def _too_open(root: Path) -> list[str]:
     """Everything under ``root`` (itself included) that group or others may use."""
     found = []
     for path in [root, *root.rglob("*")]:
-        mode = path.lstat().st_mode
+        try:
+            mode = path.lstat().st_mode
+        except FileNotFoundError:
+            continue  # a temporary file renamed meanwhile (the scheduler still runs)
         if stat.S_ISSOCK(mode) or stat.S_ISLNK(mode):
             continue
         if mode & 0o077:
