@@ -66,7 +66,10 @@ def _wait(executor: SandboxExecutor, launch: Launch, state: ExecState) -> ExecSt
 def _wait_for_log(launch: Launch, needle: str) -> str:
     deadline = time.monotonic() + BUDGET_S
     while True:
-        log = (launch.directory / "log").read_text(errors="replace")
+        try:
+            log = (launch.directory / "log").read_text(errors="replace")
+        except FileNotFoundError:  # the supervisor is up, the workload not yet
+            log = ""
         if needle in log:
             return log
         assert time.monotonic() < deadline, f"no {needle!r} in the log after {BUDGET_S:g} s: {log}"
@@ -74,7 +77,7 @@ def _wait_for_log(launch: Launch, needle: str) -> str:
 
 
 def _processes_with(marker: str) -> list[int]:
-    """The pids of host processes whose command line holds ``marker``."""
+    """The pids of host processes ``sleep <marker>``: what the tenant left behind."""
     found = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -83,7 +86,7 @@ def _processes_with(marker: str) -> list[int]:
             cmdline = (entry / "cmdline").read_bytes()
         except OSError:
             continue
-        if marker.encode() in cmdline:
+        if f"sleep\0{marker}\0".encode() == cmdline:
             found.append(int(entry.name))
     return found
 

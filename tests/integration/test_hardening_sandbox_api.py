@@ -43,7 +43,7 @@ def _processes_with(marker: str) -> list[int]:
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             try:
-                if marker.encode() in (entry / "cmdline").read_bytes():
+                if f"sleep\0{marker}\0".encode() == (entry / "cmdline").read_bytes():
                     found.append(int(entry.name))
             except OSError:
                 continue
