@@ -11,9 +11,13 @@ SIM_NODES ?= 6
 STATE_DIR ?= .gpucaas
 LISTEN ?= 127.0.0.1:8080
 NODES ?= 100
-# process: the demo runs anywhere (no image pulls, no engine quirks); podman/docker/auto on
-# hosts whose engine can pull and run images (`make up EXECUTOR=auto`).
-EXECUTOR ?= process
+# sandbox: each container's command runs in a bubblewrap sandbox (Debian/Ubuntu package
+# bubblewrap): an unprivileged user in its own namespaces, read-only host, state dir hidden; no
+# image pulls. podman/docker/auto on hosts whose engine can pull and run images
+# (`make up EXECUTOR=auto`). The unisolated process executor needs
+# `make up EXECUTOR=process UP_ARGS=--unsafe-process` (development only).
+EXECUTOR ?= sandbox
+UP_ARGS ?=
 
 .PHONY: test test-e2e check sim up bench clean
 
@@ -40,8 +44,14 @@ sim: $(STAMP)
 		--nodes $(SIM_NODES) --board hgx-h100-8 --policy all --mode dynamic
 
 up: $(STAMP)
+	@if [ "$(EXECUTOR)" = sandbox ] && ! command -v bwrap >/dev/null 2>&1; then \
+		echo "make up: the sandbox executor needs bubblewrap (bwrap), which is not on PATH." >&2; \
+		echo "  install it: sudo apt-get install bubblewrap (Debian/Ubuntu), sudo dnf install bubblewrap (Fedora)" >&2; \
+		echo "  or use a container engine: make up EXECUTOR=podman" >&2; \
+		exit 1; \
+	fi
 	$(BIN)/gpucaas up --state-dir $(STATE_DIR) --listen $(LISTEN) --nodes $(NODES) \
-		--executor $(EXECUTOR)
+		--executor $(EXECUTOR) $(UP_ARGS)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_placement.py

@@ -126,6 +126,7 @@ def start_server(root: Path, name: str) -> Server:
         BOARD,
         "--executor",
         "process",
+        "--unsafe-process",
         "--listen",
         url.removeprefix("http://"),
     ]

@@ -11,10 +11,32 @@ import os
 import tempfile
 from pathlib import Path
 
-__all__ = ["PRIVATE_MODE", "write_atomically"]
+__all__ = [
+    "PRIVATE_DIR_MODE",
+    "PRIVATE_MODE",
+    "make_private_dir",
+    "private_file",
+    "write_atomically",
+]
 
 PRIVATE_MODE = 0o600
 """The default mode: state files (credentials, desired sets, checkpoints) are the owner's."""
+PRIVATE_DIR_MODE = 0o700
+"""The mode of state directories: only their owner lists or enters them."""
+
+
+def make_private_dir(path: Path) -> None:
+    """Create ``path`` (and missing parents) and make it mode 0700, whatever the umask and
+    whatever mode an existing directory had. Raises :class:`OSError` as the system does."""
+    path.mkdir(mode=PRIVATE_DIR_MODE, parents=True, exist_ok=True)
+    os.chmod(path, PRIVATE_DIR_MODE)
+
+
+def private_file(path: Path) -> None:
+    """Create ``path`` empty if it is missing, and make it mode 0600 either way (for files
+    other programs then write: a database, a lock). Raises :class:`OSError` as the system does."""
+    os.close(os.open(path, os.O_WRONLY | os.O_CREAT, PRIVATE_MODE))
+    os.chmod(path, PRIVATE_MODE)
 
 
 def write_atomically(path: Path, data: str | bytes, *, mode: int = PRIVATE_MODE) -> None:

@@ -233,8 +233,8 @@ def test_up_on_a_busy_state_dir_exits_1(tmp_path: Path) -> None:
         fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
         result = invoke(
             app,
-            ["up", "--state-dir", str(tmp_path), "--executor", "process", "--nodes", "1",
-             "--listen", "127.0.0.1:0"],
+            ["up", "--state-dir", str(tmp_path), "--executor", "process", "--unsafe-process",
+             "--nodes", "1", "--listen", "127.0.0.1:0"],
         )  # fmt: skip
     assert_exit(result, EXIT_REFUSED)
     assert "another gpucaas up is running" in result.stderr

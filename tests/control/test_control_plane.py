@@ -11,7 +11,7 @@ import pytest
 from gpucaas.control import (
     ControlPlane,
     ControlPlaneConfig,
-    ProcessExecutor,
+    SandboxUnavailable,
     StateDirBusy,
     TenantCreate,
     make_executor,
@@ -65,11 +65,14 @@ def test_bad_listen_address(listen: str) -> None:
         ControlPlaneConfig(state_dir=Path("."), listen=listen).host_port()
 
 
-def test_auto_executor_without_an_engine_is_the_process_one(
+def test_auto_executor_without_an_engine_or_bubblewrap_refuses(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    # Never the unisolated process executor by default (tests/control/test_hardening_sandbox.py
+    # covers auto choosing the sandbox).
     monkeypatch.setenv("PATH", "/nonexistent")
-    assert isinstance(make_executor("auto"), ProcessExecutor)
+    with pytest.raises(SandboxUnavailable, match="install bubblewrap"):
+        make_executor("auto")
 
 
 @pytest.mark.parametrize(

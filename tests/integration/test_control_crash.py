@@ -46,6 +46,7 @@ class Server:
                     "2",
                     "--executor",
                     "process",
+                    "--unsafe-process",
                     "--listen",
                     f"127.0.0.1:{self.port}",
                 ],

@@ -7,6 +7,8 @@ from typing import Annotated
 
 import typer
 
+from gpucaas.errors import InvalidRequest
+
 from ._common import user_errors
 
 
@@ -22,10 +24,24 @@ def up(
     executor: Annotated[
         str,
         typer.Option(
-            help="What runs containers: auto, process, podman or docker. auto takes podman or "
-            "docker when their engine answers, else process (host processes, NO isolation)."
+            help="What runs containers: auto, sandbox, podman, docker or process. auto takes "
+            "podman or docker when their engine answers, else sandbox (bubblewrap: an "
+            "unprivileged user in its own namespaces, read-only host). process runs host "
+            "processes with NO isolation and needs --unsafe-process."
         ),
     ] = "auto",
+    unsafe_process: Annotated[
+        bool,
+        typer.Option(
+            "--unsafe-process",
+            help="Allow --executor process: tenants' commands run as this user's host "
+            "processes and can read the state dir (tokens, other tenants' logs). Development only.",
+        ),
+    ] = False,
+    sandbox_user: Annotated[
+        str,
+        typer.Option(help="sandbox executor: the unprivileged user commands run as when root."),
+    ] = "nobody",
     engine_arg: Annotated[
         list[str] | None,
         typer.Option(
@@ -148,11 +164,17 @@ def up(
     writes them to STATE_DIR/credentials.json (mode 0600). SIGTERM or Ctrl-C stops it
     cleanly: log followers end, the scheduler lease is released, exit status 0.
 
-    Example: gpucaas up --state-dir /tmp/gpucaas --nodes 10 --executor process
+    Example: gpucaas up --state-dir /tmp/gpucaas --nodes 10 --executor sandbox
     """
     from gpucaas.control import ControlPlaneConfig, parse_toleration, serve  # loads only for `up`
 
     with user_errors():
+        if executor == "process" and not unsafe_process:
+            raise InvalidRequest(
+                "--executor process runs tenants' commands as host processes with NO isolation "
+                "(they can read the state dir: tokens, other tenants' logs); add "
+                "--unsafe-process to mean it, or use --executor sandbox (bubblewrap)"
+            )
         tolerations = [parse_toleration(t) for t in toleration or ()]
         serve(
             ControlPlaneConfig(
@@ -161,6 +183,7 @@ def up(
                 nodes=nodes,
                 board=board,
                 executor=executor,
+                sandbox_user=sandbox_user,
                 engine_args=list(engine_arg or ()),
                 cdi_kind=cdi_kind,
                 store_url=store,

@@ -22,6 +22,7 @@ from ._errors import (
     KubernetesUnreachable,
     NotFound,
     QuotaExceeded,
+    SandboxUnavailable,
     ShimStartFailed,
     StateConflict,
     StateDirBusy,
@@ -32,7 +33,7 @@ from ._errors import (
     TooManyFollowers,
     Unauthenticated,
 )
-from ._executor import EngineExecutor, Executor, ProcessExecutor
+from ._executor import EngineExecutor, Executor, ProcessExecutor, SandboxExecutor
 from ._follow import Followers
 from ._kubernetes import KubernetesBackend, PodDefaults
 from ._local import LocalBackend
@@ -83,6 +84,8 @@ __all__ = [
     "Principal",
     "ProcessExecutor",
     "QuotaExceeded",
+    "SandboxExecutor",
+    "SandboxUnavailable",
     "Scheduler",
     "ShimStartFailed",
     "State",

@@ -27,6 +27,7 @@
     │   ├── StoreUnavailable      503: the database cannot be opened, or failed
     │   ├── FollowersClosed       503: the server is stopping; no new log stream
     │   ├── EngineNotFound        503: podman/docker is not on PATH
+    │   ├── SandboxUnavailable    bubblewrap is missing or cannot make a sandbox here
     │   ├── ShimStartFailed       a container's shim did not come up
     │   ├── EngineCommandFailed   a podman/docker command failed
     │   ├── KubernetesError       the Kubernetes API failed (5xx)
@@ -223,6 +224,19 @@ class EngineNotFound(Unavailable):
     )
     engine: str
     path: str
+
+
+@errorclass
+class SandboxUnavailable(Unavailable):
+    """The sandbox executor cannot run here: no ``bwrap``, or it cannot make a sandbox."""
+
+    template = (
+        "the sandbox executor cannot run: {detail}; install bubblewrap (Debian/Ubuntu: "
+        "apt-get install bubblewrap) and make sure unprivileged user namespaces are allowed "
+        "(sysctl kernel.unprivileged_userns_clone=1; on Ubuntu 24.04 also "
+        "kernel.apparmor_restrict_unprivileged_userns=0), or start with --executor podman"
+    )
+    detail: str
 
 
 @errorclass

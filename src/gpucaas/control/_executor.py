@@ -5,7 +5,12 @@ process that outlives the control plane: after a crash, a new :class:`Executor` 
 :meth:`~Executor.status` from the files in its directory, so running containers are
 re-adopted and ended ones report how they ended.
 
-- :class:`ProcessExecutor` runs the command as a host process: no isolation, development only.
+- :class:`SandboxExecutor` runs the command in a bubblewrap (``bwrap``) sandbox: an
+  unprivileged user in its own user, mount, PID, network, IPC and UTS namespaces, with a
+  read-only view of the host, a private /tmp, and the state directory hidden; stopping it ends
+  every process it started (the PID namespace dies with bubblewrap). The embedded default.
+- :class:`ProcessExecutor` runs the command as a host process: no isolation, development only
+  (``gpucaas up --executor process --unsafe-process``).
 - :class:`EngineExecutor` runs it with ``podman run`` or ``docker run``; with a CDI kind it
   passes the container's GPUs as CDI devices (``--device nvidia.com/gpu=0``), which the engine
   resolves through the host's CDI specs (``gpucaas node cdi generate``).
@@ -26,6 +31,7 @@ import enum
 import json
 import math
 import os
+import pwd
 import re
 import select
 import shutil
@@ -48,12 +54,15 @@ from ._errors import (
     EngineCommandFailed,
     EngineNotFound,
     ExecutorRefused,
+    SandboxUnavailable,
     ShimStartFailed,
 )
 from ._supervisor import (
     DEFAULT_GRACE_S,
     EXIT,
     GRACE_PLACEHOLDER,
+    INFO_FD_PLACEHOLDER,
+    LOG_MODE,
     STARTED,
     STOP_REQUEST,
     SUPERVISOR_LOG,
@@ -237,6 +246,10 @@ class _SupervisedExecutor:
     def _stop_cmd(self, launch: Launch) -> list[str] | None:
         return None
 
+    def _launch_options(self, launch: Launch) -> list[str]:
+        """Supervisor options on how to launch the workload (``--run-as``, ``--info-fd``)."""
+        return []
+
     def _after_signal(
         self, container_id: str, directory: Path, grace_s: float, supervisor_alive: bool
     ) -> None:
@@ -275,7 +288,7 @@ class _SupervisedExecutor:
         self.check(launch)
         directory = launch.directory.resolve()  # the supervisor runs in it: no relative paths
         launch = dataclasses.replace(launch, directory=directory)
-        directory.mkdir(parents=True, exist_ok=True)
+        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         if self.status(launch.container_id, directory).state is ExecState.RUNNING:
             raise AlreadyRunning(launch.container_id, directory)
         for stale in (SUPERVISOR_PID, STARTED, EXIT, STOP_REQUEST):
@@ -297,6 +310,7 @@ class _SupervisedExecutor:
         stop_cmd = self._stop_cmd(launch)
         if stop_cmd:
             supervisor_args += ["--stop-cmd", json.dumps(stop_cmd)]
+        supervisor_args += self._launch_options(launch)
         supervisor_args += ["--", *self._workload(launch)]
         env = self._supervisor_env(launch)
         code = _LAUNCHER.start(supervisor_args, env, directory)
@@ -310,7 +324,8 @@ class _SupervisedExecutor:
     ) -> int:
         directory = launch.directory
         argv = [sys.executable, "-I", str(SUPERVISOR_SCRIPT), *supervisor_args]
-        with open(directory / SUPERVISOR_LOG, "ab") as supervisor_log:
+        flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT
+        with open(os.open(directory / SUPERVISOR_LOG, flags, LOG_MODE), "ab") as supervisor_log:
             proc = subprocess.Popen(
                 argv,
                 stdin=subprocess.DEVNULL,
@@ -566,7 +581,7 @@ class ProcessExecutor(_SupervisedExecutor):
             **launch.workload_env(),
         }
 
-    def _banner(self, launch: Launch) -> str:
+    def _banner(self, launch: Launch) -> str | None:
         ignored = f"; image {launch.image!r} is ignored" if launch.image else ""
         return PROCESS_BANNER + ignored
 
@@ -586,6 +601,198 @@ class ProcessExecutor(_SupervisedExecutor):
             time.sleep(_POLL_S)
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(pid, signal.SIGKILL)
+
+
+SANDBOX_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+"""PATH inside the sandbox: the host's system directories (the control plane's own PATH may
+name directories the sandbox hides)."""
+SANDBOX_USER = "nobody"
+"""The user a root control plane runs sandboxes as (``gpucaas up --sandbox-user``)."""
+SANDBOX_PROBE_TIMEOUT_S = 10.0
+"""How long the trial sandbox of :meth:`SandboxExecutor.probe` may take."""
+_SANDBOX_PRIVATE = ("/tmp", "/var/tmp", "/run", "/dev/shm")
+"""Host directories replaced by an empty private tmpfs in every sandbox: scratch space that
+tenants must not share, and /run's daemon sockets (a read-only mount does not stop connect())."""
+
+
+def _loads_code(name: str) -> bool:
+    """Whether environment variable ``name`` makes the dynamic loader or glibc load code
+    (LD_PRELOAD, LD_LIBRARY_PATH, LD_AUDIT, GCONV_PATH...)."""
+    return name.startswith("LD_") or name == "GCONV_PATH"
+
+
+def _reachable(path: Path, uid: int, gid: int) -> bool:
+    """Whether user ``uid``/``gid`` can walk down to ``path`` (search permission on each
+    parent), as bubblewrap, running as that user, must to mount over it."""
+    for parent in reversed(path.parents):
+        try:
+            st = parent.stat()
+        except OSError:
+            return False
+        bit = 0o100 if st.st_uid == uid else 0o010 if st.st_gid == gid else 0o001
+        if not st.st_mode & bit:
+            return False
+    return True
+
+
+class SandboxExecutor(ProcessExecutor):
+    """Runs the command in a bubblewrap sandbox on this host: the embedded default.
+
+    The workload runs as an unprivileged user (when the control plane is root, ``user``, by
+    default ``nobody``, never root's own uid; otherwise the control plane's user) in new
+    user, mount, PID, network, IPC, UTS and cgroup namespaces: ``/`` is the host's,
+    read-only; /tmp, /var/tmp, /run and /dev/shm are private and empty; the state directory
+    (the store, credentials.json, every container's log) and ``hide`` are covered by an empty
+    tmpfs (for a non-root control plane, its user's home too); the network is a loopback
+    interface only. ``--die-with-parent`` and the PID namespace make stop, max runtime and the
+    workload's own exit end every process it started, ``setsid`` or not. The image is
+    ignored, as with the process executor: the host's programs run. Not a VM: the kernel is
+    shared, and there are no CPU, memory or disk limits.
+
+    Parameters:
+        binary: the ``bwrap`` command.
+        user: the user (name or uid) to run sandboxes as when the control plane is root.
+        hide: more host paths to cover with an empty tmpfs (the state directory).
+        grace_s: as for every executor.
+
+    Raises:
+        SandboxUnavailable: the control plane is root and ``user`` does not exist or is root.
+    """
+
+    name = "sandbox"
+
+    def __init__(
+        self,
+        binary: str = "bwrap",
+        *,
+        user: str | int = SANDBOX_USER,
+        hide: Sequence[Path | str] = (),
+        grace_s: float = DEFAULT_GRACE_S,
+    ) -> None:
+        super().__init__(grace_s=grace_s)
+        self.binary = binary
+        self.run_as: tuple[int, int] | None = None
+        hidden = [Path(h).resolve() for h in hide]
+        if os.geteuid() == 0:
+            try:
+                entry = pwd.getpwuid(user) if isinstance(user, int) else pwd.getpwnam(user)
+            except KeyError:
+                raise SandboxUnavailable(f"there is no user {user!r} to run sandboxes as") from None
+            if entry.pw_uid == 0:
+                raise SandboxUnavailable(f"user {user!r} is root; give an unprivileged user")
+            self.run_as = (entry.pw_uid, entry.pw_gid)
+        else:
+            home = Path.home().resolve()
+            if home != Path("/"):
+                hidden.append(home)
+        self.hide = tuple(hidden)
+
+    @classmethod
+    def from_path(
+        cls,
+        *,
+        user: str | int = SANDBOX_USER,
+        hide: Sequence[Path | str] = (),
+        grace_s: float = DEFAULT_GRACE_S,
+    ) -> SandboxExecutor:
+        """The executor with ``bwrap`` from PATH, once a trial sandbox ran.
+
+        Raises:
+            SandboxUnavailable: no ``bwrap`` on PATH, or it cannot make a sandbox here
+                (unprivileged user namespaces disabled, no such ``user``).
+        """
+        binary = shutil.which("bwrap")
+        if binary is None:
+            raise SandboxUnavailable(f"bwrap is not on PATH ({os.environ.get('PATH', '')!r})")
+        # The real file: the sandbox's user starts it, and may not reach a link's directory.
+        executor = cls(os.path.realpath(binary), user=user, hide=hide, grace_s=grace_s)
+        executor.probe()
+        return executor
+
+    def probe(self) -> None:
+        """Run ``true`` in a sandbox made like a container's.
+
+        Raises:
+            SandboxUnavailable: it did not run, with bubblewrap's own reason.
+        """
+        argv = [*self._sandbox_args(()), "--", "true"]
+        run_as: dict[str, Any] = {}
+        if self.run_as is not None:
+            run_as = {"user": self.run_as[0], "group": self.run_as[1], "extra_groups": []}
+        try:
+            done = subprocess.run(
+                argv,
+                stdin=subprocess.DEVNULL,
+                capture_output=True,
+                text=True,
+                timeout=SANDBOX_PROBE_TIMEOUT_S,
+                check=False,
+                cwd="/",
+                env={"PATH": SANDBOX_PATH},
+                **run_as,
+            )
+        except (OSError, subprocess.SubprocessError) as err:
+            raise SandboxUnavailable(f"{self.binary} cannot be run: {err}") from err
+        if done.returncode != 0:
+            why = done.stderr.strip().splitlines()[-1:] or [f"exit code {done.returncode}"]
+            raise SandboxUnavailable(f"a trial sandbox failed: {why[0]}")
+
+    def _sandbox_args(self, extra_hidden: Sequence[Path]) -> list[str]:
+        argv = [
+            self.binary,
+            "--unshare-all",
+            "--die-with-parent",
+            "--new-session",
+            "--ro-bind",
+            "/",
+            "/",
+            "--proc",
+            "/proc",
+            "--dev",
+            "/dev",
+        ]
+        covered: list[Path] = []
+        for path in [*map(Path, _SANDBOX_PRIVATE), *self.hide, *extra_hidden]:
+            if any(path == c or c in path.parents for c in covered) or not path.is_dir():
+                continue  # hidden already, or nothing there to hide
+            if self.run_as is not None and not _reachable(path, *self.run_as):
+                continue  # the sandbox's user cannot get there anyway (e.g. under /root)
+            argv += ["--tmpfs", str(path)]
+            covered.append(path)
+        return [*argv, "--chdir", "/tmp"]
+
+    def _workload(self, launch: Launch) -> list[str]:
+        # The containers' root, whoever built this executor: other tenants' logs live there.
+        sandbox = self._sandbox_args([launch.directory.parent])
+        for name, value in launch.workload_env().items():
+            if _loads_code(name):
+                sandbox += ["--setenv", name, value]
+        return [*sandbox, "--info-fd", INFO_FD_PLACEHOLDER, "--", *super()._workload(launch)]
+
+    def _launch_options(self, launch: Launch) -> list[str]:
+        options = ["--info-fd"]
+        if self.run_as is not None:
+            options += ["--run-as", f"{self.run_as[0]}:{self.run_as[1]}"]
+        return options
+
+    def _supervisor_env(self, launch: Launch) -> dict[str, str]:
+        env = {
+            "PATH": SANDBOX_PATH,
+            "HOME": "/tmp",
+            "LANG": os.environ.get("LANG", "C.UTF-8"),
+            **launch.workload_env(),
+        }
+        # bubblewrap itself runs outside the sandbox with this environment: no tenant variable
+        # may make it load code (those reach the command through --setenv instead).
+        return {name: value for name, value in env.items() if not _loads_code(name)}
+
+    def _banner(self, launch: Launch) -> str | None:
+        if not launch.image:
+            return None
+        return (
+            "gpucaas: sandbox executor: the command runs this host's programs in a sandbox; "
+            f"image {launch.image!r} is ignored"
+        )
 
 
 class EngineExecutor(_SupervisedExecutor):

@@ -18,6 +18,7 @@ import time
 from collections.abc import AsyncGenerator, Callable, Iterator, Sequence
 from pathlib import Path
 
+from gpucaas._files import make_private_dir
 from gpucaas.fabric import (
     FabricController,
     PartitionInUse,
@@ -55,7 +56,7 @@ class LocalBackend:
     state_dir: where container directories (logs, supervisor files) and fabric state live.
     model: the board model of every simulated board.
     nodes: how many boards.
-    executor: what runs the containers (process, podman or docker).
+    executor: what runs the containers (sandbox, podman, docker or process).
     """
 
     name = "local"
@@ -73,6 +74,9 @@ class LocalBackend:
         self._known = {b.name for b in self._boards}
         self._fabrics: dict[str, FabricController] = {}
         self._lock = threading.Lock()
+        # The containers' directories hold tenants' logs and environments: the owner's only.
+        make_private_dir(self.state_dir)
+        make_private_dir(self.state_dir / "containers")
 
     # -- boards and fabric ----------------------------------------------------------------
 
@@ -86,8 +90,9 @@ class LocalBackend:
             if controller is None:
                 if board not in self._known:
                     raise KeyError(board)
+                make_private_dir(self.state_dir / "fabric")
                 directory = self.state_dir / "fabric" / board
-                directory.mkdir(parents=True, exist_ok=True)
+                make_private_dir(directory)
                 fabric = SimulatedFabric(
                     self.model, board=board, state_file=directory / "fabric.json"
                 )

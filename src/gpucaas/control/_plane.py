@@ -19,7 +19,7 @@ from pathlib import Path
 from types import FrameType
 from typing import IO, TYPE_CHECKING, Any
 
-from gpucaas._files import write_atomically
+from gpucaas._files import make_private_dir, private_file, write_atomically
 from gpucaas._wire import TenantCreate
 from gpucaas.errors import InvalidRequest
 from gpucaas.placement import DEFAULT_POLICY, get_policy
@@ -28,7 +28,14 @@ from gpucaas.topology import get_model
 from ._app import create_app
 from ._backend import Backend, TenantSpec
 from ._errors import StateDirBusy
-from ._executor import EngineExecutor, Executor, ProcessExecutor, _SupervisedExecutor
+from ._executor import (
+    SANDBOX_USER,
+    EngineExecutor,
+    Executor,
+    ProcessExecutor,
+    SandboxExecutor,
+    _SupervisedExecutor,
+)
 from ._follow import MAX_FOLLOWERS, MAX_FOLLOWERS_PER_TENANT, Followers
 from ._limits import (
     MAX_BODY_BYTES,
@@ -48,7 +55,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-EXECUTORS = ("auto", "process", "podman", "docker")
+EXECUTORS = ("auto", "sandbox", "process", "podman", "docker")
 BACKENDS = ("local", "kubernetes")
 CREDENTIALS_FILE = "credentials.json"
 SHUTDOWN_GRACE_S = 5
@@ -66,6 +73,11 @@ class ControlPlaneConfig:
     nodes: int = 100
     board: str = "hgx-h100-8"
     executor: str = "auto"
+    """auto (podman or docker when their engine answers, else sandbox), sandbox (bubblewrap),
+    podman, docker, or process (host processes, no isolation: ``gpucaas up`` asks for
+    ``--unsafe-process`` with it)."""
+    sandbox_user: str = SANDBOX_USER
+    """The user the sandbox executor runs commands as when the control plane is root."""
     engine_args: list[str] = field(default_factory=list)
     """Extra options of ``podman run``/``docker run`` (e.g. ``--runtime runc``)."""
     cdi_kind: str | None = None
@@ -139,14 +151,24 @@ def _engine_works(binary: str) -> bool:
 
 
 def make_executor(
-    name: str, *, engine_args: Sequence[str] = (), cdi_kind: str | None = None
+    name: str,
+    *,
+    engine_args: Sequence[str] = (),
+    cdi_kind: str | None = None,
+    state_dir: Path | None = None,
+    sandbox_user: str = SANDBOX_USER,
 ) -> Executor:
     """The executor by name; ``auto`` takes podman, then docker, when their engine answers,
-    else the process executor (with a warning: no isolation).
+    else the sandbox executor (bubblewrap); never the unisolated process executor.
 
-    ``engine_args`` and ``cdi_kind`` are those of :class:`EngineExecutor`. The process
-    executor has no engine to pass them to: asking for either with it raises
-    :class:`InvalidRequest`, as does a bad ``cdi_kind`` (``CdiError``).
+    ``engine_args`` and ``cdi_kind`` are those of :class:`EngineExecutor`. The sandbox and
+    process executors have no engine to pass them to: asking for either with them raises
+    :class:`InvalidRequest`, as does a bad ``cdi_kind`` (``CdiError``). ``state_dir`` is
+    hidden from sandboxes, which run as ``sandbox_user`` when this process is root.
+
+    Raises:
+        SandboxUnavailable: ``sandbox`` (or ``auto`` without an engine) and bubblewrap is
+            missing or cannot make a sandbox here; the message says what to install.
     """
     if name not in EXECUTORS:
         raise InvalidRequest(f"--executor {name!r} is not one of {', '.join(EXECUTORS)}")
@@ -162,15 +184,12 @@ def make_executor(
         if name == "auto":
             why = "no working podman or docker was found; install one"
         else:
-            why = "the executor is 'process'; start with --executor podman or docker"
+            why = f"the executor is {name!r}; start with --executor podman or docker"
         raise InvalidRequest(f"{option} needs a container engine, but {why}")
     if name == "process":
         return ProcessExecutor()
-    log.warning(
-        "no working podman or docker engine: containers run as host processes with NO "
-        "isolation (development only); install podman for real containers"
-    )
-    return ProcessExecutor()
+    hide = () if state_dir is None else (state_dir,)
+    return SandboxExecutor.from_path(user=sandbox_user, hide=hide)
 
 
 def parse_toleration(text: str) -> dict[str, str]:
@@ -200,6 +219,7 @@ def _toleration(spec: dict[str, str]) -> Any:
 
 def _lock_state_dir(state_dir: Path) -> IO[bytes]:
     """One process per state directory: its containers and fabric state are that process's."""
+    private_file(state_dir / "lock")
     handle = (state_dir / "lock").open("ab")
     try:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -237,9 +257,13 @@ class ControlPlane:
         get_policy(config.policy)
         if config.backend == "local":
             executor = executor or make_executor(
-                config.executor, engine_args=config.engine_args, cdi_kind=config.cdi_kind
+                config.executor,
+                engine_args=config.engine_args,
+                cdi_kind=config.cdi_kind,
+                state_dir=config.state_dir,
+                sandbox_user=config.sandbox_user,
             )
-        config.state_dir.mkdir(parents=True, exist_ok=True)
+        make_private_dir(config.state_dir)
         self._lock_file = _lock_state_dir(config.state_dir)
         try:
             self.store = Store(config.store_url or sqlite_url(config.state_dir))
@@ -412,6 +436,9 @@ def serve(config: ControlPlaneConfig, *, announce: Any = print) -> None:
     import uvicorn
 
     host, port = config.host_port()
+    # Everything this process and its supervisors create is the owner's alone (the state files
+    # set their modes themselves too; this covers what SQLite or a library makes).
+    os.umask(0o077)
     plane = ControlPlane(config)
     url = f"http://{host}:{port}"
     creds = plane.bootstrap(url)
@@ -436,6 +463,11 @@ def serve(config: ControlPlaneConfig, *, announce: Any = print) -> None:
         )
     if executor == "process":
         announce("  executor 'process': commands run as host processes, NO isolation (dev only)")
+    elif executor == "sandbox":
+        announce(
+            "  executor 'sandbox': each command runs in a bubblewrap sandbox as an unprivileged "
+            "user (read-only host, private /tmp, no network, state dir hidden); not a VM"
+        )
     if plane.notice is not None:
         announce(f"  {plane.notice}")
     if creds is not None:

@@ -40,6 +40,7 @@ from sqlalchemy import (
     update,
 )
 
+from gpucaas._files import private_file
 from gpucaas._wire import ACTIVE_STATES, FINAL_STATES, ContainerCreate, State, TenantCreate
 from gpucaas.errors import InvalidRequest
 
@@ -881,6 +882,15 @@ def _engine(url: str) -> Engine:
         path = Path(url.removeprefix("sqlite:///"))
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
+            # The database holds token hashes and tenants' environments: 0600, whatever the
+            # umask; SQLite gives its -wal and -shm files the database's mode.
+            for private in (
+                path,
+                path.with_name(path.name + "-wal"),
+                path.with_name(path.name + "-shm"),
+            ):
+                if private == path or private.exists():
+                    private_file(private)
         except OSError as exc:
             raise StoreUnavailable(url, f"cannot create {path.parent}: {exc}") from exc
         engine = create_engine(

@@ -24,6 +24,14 @@ On SIGTERM (or SIGINT) the supervisor sends SIGTERM to the workload's process gr
 ``--stop-cmd`` if any (an engine's ``stop``), waits the grace period, then sends SIGKILL;
 past ``--max-runtime-s`` it does the same with reason ``deadline``.
 
+How the workload is launched, for the sandbox executor: ``--run-as UID:GID`` starts it as that
+user with no supplementary groups (a root supervisor runs bubblewrap unprivileged), and
+``--info-fd`` passes it a pipe in place of the argument ``{info_fd}`` on which bubblewrap
+writes ``{"child-pid": N}``, its sandbox's first process: SIGTERM then goes to that
+process's group (the workload inside the sandbox: bubblewrap's outer process dies at once on
+SIGTERM, taking the whole PID namespace with it), so the workload gets its grace period; the
+SIGKILL after it still goes to bubblewrap, which ends everything in the namespace.
+
 It imports only the standard library and the stdlib-only leaf :mod:`gpucaas._files`, so it
 starts fast.
 """
@@ -67,6 +75,10 @@ DEFAULT_GRACE_S = 10.0
 """Seconds between SIGTERM and SIGKILL when nobody asks for another grace period."""
 GRACE_PLACEHOLDER = "{grace}"
 """In ``--stop-cmd``, replaced by the grace period in whole seconds (rounded up)."""
+INFO_FD_PLACEHOLDER = "{info_fd}"
+"""With ``--info-fd``, the workload argument replaced by the fd of the info pipe."""
+LOG_MODE = 0o600
+"""The mode of the files the supervisor creates (the log holds the tenant's output)."""
 _ENGINE_STOP_MARGIN_S = 5.0
 """Extra wait for a workload being stopped by a stop command, before SIGKILL."""
 
@@ -139,6 +151,16 @@ def _parse(argv: Sequence[str]) -> argparse.Namespace:
         help=f"a JSON list, run on stop or deadline; {GRACE_PLACEHOLDER} becomes the grace",
     )
     parser.add_argument(
+        "--run-as",
+        default=None,
+        help="UID:GID: start the workload as this user, with no supplementary groups",
+    )
+    parser.add_argument(
+        "--info-fd",
+        action="store_true",
+        help=f"pass a pipe as {INFO_FD_PLACEHOLDER}; SIGTERM the group of its child-pid",
+    )
+    parser.add_argument(
         "--detach",
         action="store_true",
         help="fork; the parent exits once shim.pid is written (so nobody must reap the supervisor)",
@@ -150,6 +172,11 @@ def _parse(argv: Sequence[str]) -> argparse.Namespace:
         if not isinstance(stop_cmd, list) or not all(isinstance(a, str) for a in stop_cmd):
             parser.error(f"--stop-cmd must be a JSON list of strings, not {opts.stop_cmd!r}")
         opts.stop_cmd = stop_cmd
+    if opts.run_as is not None:
+        uid, sep, gid = opts.run_as.partition(":")
+        if not sep or not uid.isdigit() or not gid.isdigit():
+            parser.error(f"--run-as must be UID:GID, not {opts.run_as!r}")
+        opts.run_as = (int(uid), int(gid))
     return opts
 
 
@@ -182,8 +209,21 @@ def _supervise(opts: argparse.Namespace, ready_fd: int | None) -> int:
         os.write(ready_fd, b"1")
         os.close(ready_fd)
     argv: list[str] = opts.argv
+    info_r: int | None = None
+    pass_fds: tuple[int, ...] = ()
+    if opts.info_fd:
+        info_r, info_w = os.pipe()
+        os.set_blocking(info_r, False)
+        argv = [str(info_w) if arg == INFO_FD_PLACEHOLDER else arg for arg in argv]
+        pass_fds = (info_w,)
+    run_as: dict[str, Any] = {}
+    if opts.run_as is not None:
+        run_as = {"user": opts.run_as[0], "group": opts.run_as[1], "extra_groups": []}
     capped = opts.max_log_bytes is not None
-    with open(directory / LOG, "a+b" if capped else "ab") as log:  # a cut reads the tail
+    # With a cap the output goes through us (a cut reads the tail: read and write).
+    flags = (os.O_RDWR if capped else os.O_WRONLY) | os.O_APPEND | os.O_CREAT
+    log_fd = os.open(directory / LOG, flags, LOG_MODE)
+    with open(log_fd, "a+b" if capped else "ab") as log:
         if opts.banner:
             log.write(f"{opts.banner}\n".encode())
             log.flush()
@@ -191,11 +231,12 @@ def _supervise(opts: argparse.Namespace, ready_fd: int | None) -> int:
             proc = subprocess.Popen(
                 argv,
                 stdin=subprocess.DEVNULL,
-                # With a cap the output goes through us, so we decide what the file keeps.
                 stdout=subprocess.PIPE if capped else log,
                 stderr=subprocess.STDOUT if capped else log,
                 cwd=directory,
                 start_new_session=True,
+                pass_fds=pass_fds,
+                **run_as,
             )
         except OSError as err:
             message = (
@@ -205,6 +246,10 @@ def _supervise(opts: argparse.Namespace, ready_fd: int | None) -> int:
             log.write(f"gpucaas: {message}\n".encode())
             _write_exit(directory, None, None, "spawn-failed", message)
             return 0
+        finally:
+            for fd in pass_fds:
+                os.close(fd)
+        opts.info_r = info_r
         cap = None
         if proc.stdout is not None:
             cap = _LogCap(log, proc.stdout.fileno(), opts.max_log_bytes)
@@ -316,7 +361,7 @@ def _wait(
             elif reason == "exited" and deadline is not None and now >= deadline:
                 reason = "deadline"
             if reason != "exited" and kill_at is None:
-                stopper = _terminate(proc, opts.stop_cmd, grace)
+                stopper = _terminate(proc, opts.stop_cmd, grace, _term_group(opts, proc.pid))
                 margin = _ENGINE_STOP_MARGIN_S if stopper is not None else 0.0
                 kill_at = now + grace + margin
             elif kill_at is not None and now >= kill_at:
@@ -371,11 +416,27 @@ def _requested_grace(directory: Path, default: float) -> float:
     return default
 
 
+def _term_group(opts: argparse.Namespace, workload_pid: int) -> int:
+    """The process group that gets SIGTERM: the workload's, or with ``--info-fd`` the group of
+    the sandbox's first process as bubblewrap reported it (the workload's if it has not yet)."""
+    info_r: int | None = getattr(opts, "info_r", None)
+    if info_r is None:
+        return workload_pid
+    try:
+        data = os.read(info_r, 1 << 16)
+        child = json.loads(data)["child-pid"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return workload_pid
+    if not isinstance(child, int) or isinstance(child, bool) or child <= 0:
+        return workload_pid
+    return child
+
+
 def _terminate(
-    proc: subprocess.Popen[bytes], stop_cmd: list[str] | None, grace: float
+    proc: subprocess.Popen[bytes], stop_cmd: list[str] | None, grace: float, group: int
 ) -> subprocess.Popen[bytes] | None:
-    """SIGTERM the workload's group and start the stop command, if any (not waited for)."""
-    _killpg(proc.pid, signal.SIGTERM)
+    """SIGTERM ``group`` and start the stop command, if any (not waited for)."""
+    _killpg(group, signal.SIGTERM)
     if not stop_cmd:
         return None
     seconds = str(math.ceil(grace))
@@ -443,7 +504,7 @@ def serve_launcher() -> int:
             code = 1
             try:
                 null = os.open(os.devnull, os.O_RDONLY)
-                log_fd = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+                log_fd = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, LOG_MODE)
                 os.dup2(null, 0)
                 os.dup2(log_fd, 1)
                 os.dup2(log_fd, 2)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
+import os
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -181,7 +182,9 @@ class SimulatedFabric:
                 return
             self._state_file.parent.mkdir(parents=True, exist_ok=True)
             lock_path = self._state_file.with_name(self._state_file.name + ".lock")
-            with open(lock_path, "a") as lock:
+            with open(
+                os.open(lock_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), "a"
+            ) as lock:
                 fcntl.flock(lock, fcntl.LOCK_EX)
                 try:
                     if self._state_file.exists():
