@@ -291,7 +291,16 @@ def test_a_bound_below_one_is_a_one_line_usage_error(tmp_path: Any) -> None:
 
     result = CliRunner().invoke(
         app,
-        ["up", "--state-dir", str(tmp_path), "--executor", "process", "--max-followers", "0"],
+        [
+            "up",
+            "--state-dir",
+            str(tmp_path),
+            "--executor",
+            "process",
+            "--unsafe-process",
+            "--max-followers",
+            "0",
+        ],
     )
     assert result.exit_code != 0 and "Traceback" not in result.output
     assert "--max-followers" in result.output and "at least 1" in result.output

@@ -50,6 +50,7 @@ class Replica:
                     "2",
                     "--executor",
                     "process",
+                    "--unsafe-process",
                     "--listen",
                     f"127.0.0.1:{self.port}",
                     "--store",
