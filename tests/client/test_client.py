@@ -79,6 +79,7 @@ BOARD = {"name": "b1", "model": "hgx-h100-8", "cordoned": True, "gpus": [], "par
 def config_file(tmp_path: Path) -> Path:
     path = tmp_path / "config.toml"
     path.write_text('url = "http://file:1"\ntoken = "gpc_file"\n')
+    path.chmod(0o600)  # it holds a token: the client refuses it open to others
     return path
 
 

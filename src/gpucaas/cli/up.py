@@ -7,6 +7,8 @@ from typing import Annotated
 
 import typer
 
+from gpucaas._secrets import clean_token
+
 from ._common import user_errors
 
 
@@ -104,6 +106,9 @@ def up(
     from gpucaas.control import ControlPlaneConfig, parse_toleration, serve  # loads only for `up`
 
     with user_errors():
+        if admin_token is not None:
+            # A Secret or `$(cat file)` often ends in a newline; a token never does.
+            admin_token = clean_token(admin_token, "GPUCAAS_ADMIN_TOKEN (or --admin-token)")
         tolerations = [parse_toleration(t) for t in toleration or ()]
         serve(
             ControlPlaneConfig(
