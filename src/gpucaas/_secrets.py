@@ -27,6 +27,8 @@ __all__ = ["check_private", "clean_token", "read_secret_file"]
 
 _LOOSE_BITS = stat.S_IRWXG | stat.S_IRWXO
 """Mode bits that let someone other than the owner read or change a secret file."""
+_MAX_BYTES = 64 * 1024
+"""A token file holds one token; more is a wrong file, not read whole."""
 
 
 def clean_token(value: str, source: str) -> str:
@@ -76,14 +78,17 @@ def read_secret_file(path: Path, what: str = "the token file") -> str:
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     except OSError as exc:
         raise InvalidRequest(f"cannot read {what} {path}: {exc.strerror}") from exc
-    with os.fdopen(fd, "rb") as file:
+    try:
         # fstat of the file we read, not stat of the path: no window to swap it in between.
-        info = os.fstat(file.fileno())
+        info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):
             raise InvalidRequest(f"{what} {path} is not a regular file")
         check_private(path, info.st_mode, what)
-        data = file.read(64 * 1024 + 1)
-    if len(data) > 64 * 1024:
+        with os.fdopen(os.dup(fd), "rb") as file:
+            data = file.read(_MAX_BYTES + 1)
+    finally:
+        os.close(fd)
+    if len(data) > _MAX_BYTES:
         raise InvalidRequest(f"{what} {path} is over 64 KiB; it should hold one token")
     try:
         text = data.decode("utf-8")
