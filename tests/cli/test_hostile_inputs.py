@@ -289,19 +289,12 @@ def assert_refused_line(done: subprocess.CompletedProcess[str], prefix: str = "e
 
 
 def test_up_refuses_an_admin_token_that_is_not_ascii_without_showing_it(tmp_path: Path) -> None:
+    # The token is checked before the executor or anything else is chosen.
     done = run_until_refused(
-        [
-            script("gpucaas"),
-            "up",
-            "--state-dir",
-            str(tmp_path / "state"),
-            "--nodes",
-            "1",
-            "--listen",
-            "127.0.0.1:0",
-        ],
+        [script("gpucaas"), "up", "--state-dir", str(tmp_path / "state"), "--nodes", "1",
+         "--listen", "127.0.0.1:0"],
         GPUCAAS_ADMIN_TOKEN=SECRET + "é",
-    )  # fmt: skip (the token is checked before the executor or anything else is chosen)
+    )  # fmt: skip
     line = assert_refused_line(done)
     assert "GPUCAAS_ADMIN_TOKEN" in line and "not ASCII" in line
     assert not (tmp_path / "state").exists()  # refused before anything was made
