@@ -79,6 +79,7 @@ BOARD = {"name": "b1", "model": "hgx-h100-8", "cordoned": True, "gpus": [], "par
 def config_file(tmp_path: Path) -> Path:
     path = tmp_path / "config.toml"
     path.write_text('url = "http://file:1"\ntoken = "gpc_file"\n')
+    path.chmod(0o600)  # it holds a token: the client refuses it open to others
     return path
 
 
@@ -175,6 +176,26 @@ def test_connection_refused_is_unavailable_naming_the_url() -> None:
     assert "http://api.test" in str(info.value)
     assert "is `gpucaas up` running?" in str(info.value)
     assert isinstance(info.value.__cause__, httpx.ConnectError)
+
+
+def test_the_token_never_appears_in_an_error(tmp_path: Path) -> None:
+    # httpx quotes an illegal header value in its error: the client must not pass it on.
+    def echo(request: httpx.Request) -> httpx.Response:
+        raise httpx.ProtocolError(f"bad header {request.headers['Authorization']!r}")
+
+    with Client("http://api.test", "gpc_secret", transport=httpx.MockTransport(echo)) as c:
+        with pytest.raises(ApiUnavailable) as info:
+            c.tenants()
+    assert "gpc_secret" not in str(info.value) and "<token>" in str(info.value)
+    assert "gpc_secret" not in repr(ClientConfig("http://x", "gpc_secret"))
+
+
+def test_an_error_body_that_is_not_json_is_one_line() -> None:
+    html = "<html>\n<body>\n  <h1>Bad Gateway</h1>\n</body>\n</html>\n"
+    with client(lambda request: httpx.Response(502, text=html)) as c:
+        with pytest.raises(ApiUnavailable) as info:
+            c.tenants()
+    assert "\n" not in str(info.value) and "<h1>Bad Gateway</h1>" in str(info.value)
 
 
 def test_a_real_refused_port_is_unavailable() -> None:

@@ -213,6 +213,7 @@ def start_daemon(tmp_path: Path, scratch: Path) -> Iterator[StartDaemon]:
         if token is not None:
             token_file = tmp_path / f"token{n}"
             token_file.write_text(token + "\n")
+            token_file.chmod(0o600)  # the daemon refuses a token file open to others
             command += ["--token-file", str(token_file)]
         log_path = tmp_path / f"daemon{n}.log"
         log_file = open(log_path, "wb")  # noqa: SIM115 - closed by kill()/terminate()
@@ -235,6 +236,7 @@ def fmctl(tmp_path: Path) -> Callable[..., subprocess.CompletedProcess[str]]:
         if token is not None:
             token_file = tmp_path / "client-token"
             token_file.write_text(token)
+            token_file.chmod(0o600)
             prefix += ["--token-file", str(token_file)]
         return subprocess.run(
             [script("fmctl"), *prefix, *args], capture_output=True, text=True, timeout=60
@@ -534,6 +536,7 @@ def test_refuses_to_start_with_a_clear_message(
     state = tmp_path / "state"
     state.mkdir()
     (tmp_path / "short").write_text("tooshort\n")
+    (tmp_path / "short").chmod(0o600)
     if "desired" in message:
         (state / "desired.json").write_text("{garbage")
     command = [

@@ -191,6 +191,12 @@ class CdiSpec:
             raw = json.loads(text)
         except json.JSONDecodeError as exc:
             raise CdiError("CDI spec is not valid JSON", str(exc), "fix the file") from exc
+        except RecursionError:
+            raise CdiError(
+                "CDI spec is not usable JSON", "nested too deeply to parse", "fix the file"
+            ) from None
+        except ValueError as exc:  # a number of over 4300 digits (int's conversion limit)
+            raise CdiError("CDI spec is not usable JSON", str(exc), "fix the file") from exc
         from ._json import _spec_from_structured
 
         return _spec_from_structured(raw)

@@ -310,8 +310,38 @@ def _check_spec(spec: CdiSpec, out: list[Violation]) -> None:
         _check_edits(device.edits, f"{loc}.containerEdits", out)
 
 
+_MAX_DEPTH = 64
+"""Nesting a spec file may have: a CDI spec nests a few levels, and the checks that follow
+(and ``repr`` in their messages) recurse once a level, so deeper is refused up front."""
+
+
 def _load_document(path: Path) -> tuple[object, Violation | None]:
     """Decode a spec file. Returns (document, None) or (None, the reason it failed)."""
+    raw, failure = _parse_document(path)
+    if failure is None and _deeper_than(raw, _MAX_DEPTH):
+        return None, _too_deep(path)
+    return raw, failure
+
+
+def _deeper_than(raw: object, limit: int) -> bool:
+    """Whether lists and objects nest more than ``limit`` levels. Iterative (no recursion),
+    and each object is walked again only when reached deeper, so YAML aliases that share one
+    list many times over cost no more than the tree they spell."""
+    deepest: dict[int, int] = {}
+    stack: list[tuple[object, int]] = [(raw, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if not isinstance(value, (dict, list)) or deepest.get(id(value), 0) >= depth:
+            continue
+        if depth > limit:
+            return True
+        deepest[id(value)] = depth
+        children = value.values() if isinstance(value, dict) else value
+        stack.extend((child, depth + 1) for child in children)
+    return False
+
+
+def _parse_document(path: Path) -> tuple[object, Violation | None]:
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
@@ -328,6 +358,12 @@ def _load_document(path: Path) -> tuple[object, Violation | None]:
                 f"not valid JSON ({exc.msg}); fix the syntax",
                 source=str(path),
             )
+        except RecursionError:
+            return None, _too_deep(path)
+        except ValueError as exc:  # an integer of over 4300 digits (int's conversion limit)
+            return None, Violation(
+                ViolationCode.PARSE_ERROR, "(file)", _unusable("JSON", exc), source=str(path)
+            )
     import yaml  # only here: most specs are JSON, and importing the package stays light
 
     try:
@@ -339,6 +375,28 @@ def _load_document(path: Path) -> tuple[object, Violation | None]:
             f"not valid YAML ({exc}); fix the syntax",
             source=str(path),
         )
+    except RecursionError:
+        return None, _too_deep(path)
+    except ValueError as exc:  # YAML's int resolver hits the same 4300-digit limit
+        return None, Violation(
+            ViolationCode.PARSE_ERROR, "(file)", _unusable("YAML", exc), source=str(path)
+        )
+
+
+def _unusable(kind: str, exc: ValueError) -> str:
+    if "4300" in str(exc):  # int's conversion limit (CVE-2020-10735), not a syntax error
+        return f"a number in this {kind} has over 4300 digits; fix the file"
+    return f"not a usable {kind} document ({exc}); fix the file"
+
+
+def _too_deep(path: Path) -> Violation:
+    """The parsers recurse once per level of nesting; a CDI spec has fewer than ten."""
+    return Violation(
+        ViolationCode.PARSE_ERROR,
+        "(file)",
+        f"nested more than {_MAX_DEPTH} levels deep (a CDI spec nests a few); fix the file",
+        source=str(path),
+    )
 
 
 def _validate_document(raw: object, source: str | None) -> tuple[CdiSpec | None, list[Violation]]:

@@ -9,6 +9,7 @@ from typing import Annotated
 
 import typer
 
+from gpucaas._secrets import read_secret_file
 from gpucaas.errors import InvalidRequest
 
 from ._common import user_errors
@@ -19,13 +20,14 @@ app = typer.Typer(
 
 
 def read_token(path: Path | None) -> str | None:
-    """The shared token from a file (first line), or None. Raises InvalidRequest."""
+    """The shared token from a file (its whole text, surrounding whitespace dropped), or None.
+
+    Raises InvalidRequest: unreadable; open to group or others (``chmod 600``, as ssh asks);
+    not a printable-ASCII token; shorter than 16 characters. No message shows the token.
+    """
     if path is None:
         return None
-    try:
-        token = path.read_text(encoding="utf-8").strip()
-    except OSError as exc:
-        raise InvalidRequest(f"cannot read the token file {path}: {exc.strerror}") from exc
+    token = read_secret_file(path)
     if len(token) < 16:
         raise InvalidRequest(
             f"the token in {path} is shorter than 16 characters; use a "
@@ -56,7 +58,10 @@ def serve_cmd(
     ] = Path("/var/lib/gpucaas/fabric"),
     token_file: Annotated[
         Path | None,
-        typer.Option(help="File holding the shared token clients must send (needed off loopback)."),
+        typer.Option(
+            help="File holding the shared token clients must send (needed off loopback); "
+            "mode 0600 or stricter, as ssh asks of a private key."
+        ),
     ] = None,
     http_listen: Annotated[
         str | None, typer.Option(help="host:port for /metrics and /healthz.")

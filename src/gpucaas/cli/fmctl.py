@@ -83,7 +83,8 @@ def _root(
         str, typer.Option(help="Path or name of libnvfm for --nvfm.")
     ] = "libnvfm.so.1",
     token_file: Annotated[
-        Path | None, typer.Option(help="File with the fm-controller's shared token.")
+        Path | None,
+        typer.Option(help="File with the fm-controller's shared token (mode 0600 or stricter)."),
     ] = None,
     json_: JsonOption = False,
 ) -> None:
@@ -140,12 +141,35 @@ def _partition_json(p: PartitionInfo) -> dict[str, object]:
     }
 
 
+_PARTITION_ID_MAX = 2**32 - 1
+"""Fabric Manager's partition ids are C ``unsigned int``s (``fmFabricPartitionId_t``)."""
+
+
+def _partition_id(value: int | str) -> int:
+    """``value`` if Fabric Manager could name a partition by it; raises InvalidRequest (exit
+    2) before the number reaches protobuf or ctypes, which would fail on it or wrap it."""
+    text = str(value).strip()
+    digits = text.removeprefix("-")
+    if not (digits.isascii() and digits.isdigit()):
+        raise InvalidRequest(f"{text!r}: partition ids are non-negative integers, e.g. 3,4")
+    # Compare as text first: int() refuses numbers of over 4300 digits with a ValueError.
+    if text.startswith("-") or len(digits) > 10 or int(digits) > _PARTITION_ID_MAX:
+        shown = text if len(text) <= 24 else f"{text[:20]}… ({len(digits)} digits)"
+        raise InvalidRequest(
+            f"partition id {shown} is out of range: Fabric Manager partition ids are 0 to "
+            f"{_PARTITION_ID_MAX}; run 'fmctl list' for the ids this board supports"
+        )
+    return int(digits)
+
+
 def _parse_ids(text: str) -> list[int]:
+    if text.strip() == "none":
+        return []
     ids = []
     for part in (p.strip() for p in text.split(",")):
-        if not part.isdigit():
+        if not (part.isascii() and part.isdigit()):
             raise InvalidRequest(f"{text!r}: partition ids are non-negative integers, e.g. 3,4")
-        ids.append(int(part))
+        ids.append(_partition_id(part))
     return ids
 
 
@@ -190,9 +214,11 @@ def activate(
 
     Example: fmctl --simulated fabric.json activate --gpus 1,3
     """
+    if (partition_id is None) == (gpus is None):
+        raise InvalidRequest("give a partition id or --gpus, not both or neither")
+    if partition_id is not None:
+        partition_id = _partition_id(partition_id)
     with _fabric(ctx) as fabric:
-        if (partition_id is None) == (gpus is None):
-            raise InvalidRequest("give a partition id or --gpus, not both or neither")
         if gpus is not None:
             partition_id = _partition_for_gpus(fabric.list_partitions(), gpus)
         assert partition_id is not None
@@ -230,6 +256,7 @@ def deactivate(
 
     Example: fmctl --simulated fabric.json deactivate 3
     """
+    partition_id = _partition_id(partition_id)
     with _fabric(ctx) as fabric:
         fabric.deactivate(partition_id)
     _done(ctx, "deactivated", partition_id)
@@ -246,8 +273,8 @@ def set_activated(
 
     Example: fmctl --simulated fabric.json set-activated 3,4
     """
+    ids = _parse_ids(partition_ids)
     with _fabric(ctx) as fabric:
-        ids = [] if partition_ids.strip() == "none" else _parse_ids(partition_ids)
         fabric.set_activated(ids)
     if ctx.obj.json:
         print_json({"activated": ids})

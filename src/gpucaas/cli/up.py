@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from gpucaas._secrets import clean_token
 from gpucaas.errors import InvalidRequest
 
 from ._common import user_errors
@@ -175,6 +176,9 @@ def up(
                 "(they can read the state dir: tokens, other tenants' logs); add "
                 "--unsafe-process to mean it, or use --executor sandbox (bubblewrap)"
             )
+        if admin_token is not None:
+            # A Secret or `$(cat file)` often ends in a newline; a token never does.
+            admin_token = clean_token(admin_token, "GPUCAAS_ADMIN_TOKEN (or --admin-token)")
         tolerations = [parse_toleration(t) for t in toleration or ()]
         serve(
             ControlPlaneConfig(

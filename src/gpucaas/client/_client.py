@@ -17,7 +17,7 @@ import time
 import tomllib
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
@@ -25,6 +25,7 @@ from typing import Any, TypeVar
 import httpx
 from pydantic import BaseModel, ValidationError
 
+from gpucaas._secrets import check_private, clean_token
 from gpucaas._wire import (
     FINAL_STATES,
     BoardView,
@@ -92,7 +93,7 @@ class ClientConfig:
     """Where the API is and which token to send."""
 
     url: str
-    token: str
+    token: str = field(repr=False)  # a secret: never in a repr, a log line or a traceback
 
     @classmethod
     def resolve(
@@ -104,32 +105,49 @@ class ClientConfig:
         config_path: Path | None = None,
     ) -> ClientConfig:
         """Flags, else ``GPUCAAS_URL``/``GPUCAAS_TOKEN``, else the config file, else (URL
-        only) ``http://127.0.0.1:8080``. Raises InvalidRequest when no token is given."""
+        only) ``http://127.0.0.1:8080``. The token loses surrounding whitespace (a ``$(cat
+        file)`` newline). Raises InvalidRequest when no token is given, when it is not
+        printable ASCII, or when the config file holds one and is open to group or others."""
         env = os.environ if env is None else env
         path = config_path if config_path is not None else default_config_path(env)
         file = _read_config(path)
         url = url_flag or env.get(URL_ENV) or file.get("url") or DEFAULT_URL
-        token = token_flag or env.get(TOKEN_ENV) or file.get("token")
-        if not token:
-            raise InvalidRequest(
-                f'no API token: pass --token, set {TOKEN_ENV}, or write token = "..." in '
-                f"{path} (gpucaas up printed one and saved it in STATE_DIR/credentials.json)"
-            )
-        return cls(url=url.rstrip("/"), token=token)
+        sources = (
+            (token_flag, f"--token (or {TOKEN_ENV})"),
+            (env.get(TOKEN_ENV), TOKEN_ENV),
+            (file.get("token"), f"the config file {path}"),
+        )
+        for value, source in sources:
+            if value and value.strip():
+                return cls(url=url.strip().rstrip("/"), token=clean_token(value, source))
+        raise InvalidRequest(
+            f'no API token: pass --token, set {TOKEN_ENV}, or write token = "..." in '
+            f"{path} (gpucaas up printed one and saved it in STATE_DIR/credentials.json)"
+        )
 
     def client(self, **kwargs: Any) -> Client:
         return Client(self.url, self.token, **kwargs)
 
 
 def _read_config(path: Path) -> dict[str, str]:
+    """The config file's ``url`` and ``token``; {} when there is none. A file that holds a
+    token must be the owner's alone (mode 0600), as ssh asks of a private key."""
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
+        with path.open("rb") as file:
+            mode = os.fstat(file.fileno()).st_mode
+            data = tomllib.loads(file.read().decode("utf-8"))
     except FileNotFoundError:
         return {}
     except OSError as exc:
         raise InvalidRequest(f"cannot read the config file {path}: {exc.strerror}") from exc
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+    except tomllib.TOMLDecodeError as exc:
         raise InvalidRequest(f"the config file {path} is not valid TOML: {exc}") from exc
+    except UnicodeDecodeError:  # its message would quote bytes of the file, perhaps the token's
+        raise InvalidRequest(f"the config file {path} is not UTF-8 text") from None
+    except RecursionError:
+        raise InvalidRequest(
+            f"the config file {path} is nested too deeply; it holds only url and token"
+        ) from None
     out: dict[str, str] = {}
     for key in ("url", "token"):
         value = data.get(key)
@@ -138,7 +156,24 @@ def _read_config(path: Path) -> dict[str, str]:
         if not isinstance(value, str):
             raise InvalidRequest(f'{path}: {key} must be a string, e.g. {key} = "..."')
         out[key] = value
+    if "token" in out:
+        check_private(path, mode, "the config file")
     return out
+
+
+def _check_url(url: str) -> str:
+    """``url`` if it can address the API; else InvalidRequest (a usage error, exit 2), not
+    the "cannot reach" (exit 3) or the httpx exception that sending to it would end in."""
+    try:
+        parsed = httpx.URL(url)
+    except httpx.InvalidURL as exc:
+        raise InvalidRequest(f"the API URL {url!r} is not a valid URL ({exc})") from None
+    if parsed.scheme not in ("http", "https") or not parsed.host:
+        raise InvalidRequest(
+            f"the API URL {url!r} is not an http:// or https:// URL with a host; give one "
+            f"like {DEFAULT_URL} (--url or {URL_ENV})"
+        )
+    return url
 
 
 class Client:
@@ -147,6 +182,10 @@ class Client:
     Connection errors are retried ``retries`` times, and other transport errors too for
     calls that are safe to repeat (reads, PUT/DELETE, and ``run``, which sends an
     Idempotency-Key so a retry never creates a second container).
+
+    ``token`` loses surrounding whitespace; one that is not printable ASCII raises
+    :class:`~gpucaas.errors.InvalidRequest` (by position, never showing it), and no message
+    of this client ever contains it.
     """
 
     def __init__(
@@ -159,12 +198,13 @@ class Client:
         retries: int = 1,
         retry_delay_s: float = 0.5,
     ) -> None:
-        self.base_url = base_url.rstrip("/")
+        self.base_url = _check_url(base_url.strip().rstrip("/"))
         self.retries = retries
         self.retry_delay_s = retry_delay_s
+        self._token = clean_token(token, "the client's token argument")
         self._http = httpx.Client(
             base_url=self.base_url,
-            headers={"Authorization": f"Bearer {token}", "User-Agent": "gpucaas-cli"},
+            headers={"Authorization": f"Bearer {self._token}", "User-Agent": "gpucaas-cli"},
             timeout=timeout,
             transport=transport,
         )
@@ -186,7 +226,8 @@ class Client:
     # -- plumbing ------------------------------------------------------------------------
 
     def _unreachable(self, exc: httpx.HTTPError) -> ApiUnreachable:
-        reason = str(exc) or type(exc).__name__
+        # httpx may quote the request's headers (an illegal value, say): never the token.
+        reason = (str(exc) or type(exc).__name__).replace(self._token, "<token>")
         return ApiUnreachable(
             0,
             type(exc).__name__,
@@ -218,7 +259,7 @@ class Client:
             kind, message = str(err["type"]), str(err["message"])
             details = err.get("details")
         except (ValueError, KeyError, TypeError):
-            text = response.text.strip()[:300]
+            text = " ".join(response.text.split())[:300]  # one line, as errors are printed
             kind, message, details = "HTTPError", f"HTTP {status} from {self.base_url}", None
             if text:
                 message += f": {text}"

@@ -13,6 +13,7 @@ import grpc
 
 from gpucaas.errors import InvalidRequest
 
+from ._errors import FabricBadRequest, FMReturn
 from ._types import FailedDevices, PartitionInfo
 from ._wire import failed_from_pb, map_grpc_errors, partition_from_pb
 from .proto import fabric_pb2 as pb
@@ -38,6 +39,22 @@ def grpc_target(address: str) -> str:
         f"fm-controller address {address!r}: use a unix socket path (/run/…/x.sock or "
         "unix:/path) or host:port"
     )
+
+
+_UINT32_MAX = 2**32 - 1
+
+
+def _uint32(partition_id: int, operation: str) -> int:
+    """A partition id protobuf can carry (uint32); else FabricBadRequest, as NvfmLibrary
+    answers, rather than protobuf's ValueError."""
+    if not 0 <= partition_id <= _UINT32_MAX:
+        raise FabricBadRequest(
+            FMReturn.BADPARAM,
+            operation,
+            partition_id=partition_id,
+            detail=f"partition ids are 0 to {_UINT32_MAX}",
+        )
+    return partition_id
 
 
 class RemoteFabric:
@@ -67,7 +84,7 @@ class RemoteFabric:
             "activate",
             partition_id,
             self._stub.Activate,
-            pb.PartitionRequest(partition_id=partition_id),
+            pb.PartitionRequest(partition_id=_uint32(partition_id, "activate")),
         )
 
     def deactivate(self, partition_id: int) -> None:
@@ -75,15 +92,16 @@ class RemoteFabric:
             "deactivate",
             partition_id,
             self._stub.Deactivate,
-            pb.PartitionRequest(partition_id=partition_id),
+            pb.PartitionRequest(partition_id=_uint32(partition_id, "deactivate")),
         )
 
     def set_activated(self, partition_ids: Sequence[int]) -> None:
+        operation = "set activated partitions"
         self._rpc(
-            "set activated partitions",
+            operation,
             None,
             self._stub.SetActivated,
-            pb.SetActivatedRequest(partition_ids=list(partition_ids)),
+            pb.SetActivatedRequest(partition_ids=[_uint32(p, operation) for p in partition_ids]),
         )
 
     def failed_devices(self) -> FailedDevices:

@@ -91,20 +91,10 @@ def parse_policies(text: str) -> tuple[str, ...]:
 def simulate(config: SimConfig, trace: Trace, progress: Progress | None = None) -> list[Result]:
     """Run every policy of ``config`` on ``trace``; one result per policy, in order.
 
-    Raises :class:`InvalidRequest` for a dynamic run on a trace without times, or a pod
-    larger than the board.
+    Raises :class:`InvalidRequest` for a dynamic run on a trace without times, an inflation
+    run on a trace without GPU pods, or a pod larger than the board.
     """
-    if config.mode == "dynamic" and not trace.has_times:
-        raise InvalidRequest(
-            f"trace {trace.source} has no times (creation/deletion columns); "
-            "replay it with --mode inflation"
-        )
-    too_big = [p for p in trace.pods if p.gpus > config.board.gpu_count]
-    if too_big:
-        raise InvalidRequest(
-            f"trace {trace.source}: pod {too_big[0].name} asks for {too_big[0].gpus} GPUs, "
-            f"more than one {config.board.name} board holds ({config.board.gpu_count})"
-        )
+    _check(config, trace)
     results: list[Result] = []
     for policy in config.policies:
         allocator = make_allocator(policy, config.board, config.nodes, seed=config.seed)
@@ -116,6 +106,30 @@ def simulate(config: SimConfig, trace: Trace, progress: Progress | None = None) 
             result = _inflation(policy, allocator, trace, config, progress)
         results.append(_with_elapsed(result, time.perf_counter() - started))
     return results
+
+
+def _check(config: SimConfig, trace: Trace) -> None:
+    """Refuse what :func:`simulate` cannot replay (InvalidRequest), before any work."""
+    if config.mode == "dynamic" and not trace.has_times:
+        raise InvalidRequest(
+            f"trace {trace.source} has no times (creation/deletion columns); "
+            "replay it with --mode inflation"
+        )
+    if config.mode == "inflation" and not any(p.gpus > 0 for p in trace.pods):
+        # Inflation samples pods until their GPUs reach the target: with none it never would.
+        dropped = (
+            f" ({trace.dropped_cpu_only} CPU-only pods dropped)" if trace.dropped_cpu_only else ""
+        )
+        raise InvalidRequest(
+            f"trace {trace.source} has no pod that asks for GPUs{dropped}; inflation samples "
+            "GPU pods until their demand reaches --target, so give a trace with at least one"
+        )
+    too_big = [p for p in trace.pods if p.gpus > config.board.gpu_count]
+    if too_big:
+        raise InvalidRequest(
+            f"trace {trace.source}: pod {too_big[0].name} asks for {too_big[0].gpus} GPUs, "
+            f"more than one {config.board.name} board holds ({config.board.gpu_count})"
+        )
 
 
 def _with_elapsed(result: Result, elapsed: float) -> Result:
@@ -281,7 +295,11 @@ def _inflation(
 
 
 def expected_work(config: SimConfig, trace: Trace) -> int:
-    """Progress units :func:`simulate` will report in total (for a progress bar)."""
+    """Progress units :func:`simulate` will report in total (for a progress bar).
+
+    Raises :class:`InvalidRequest` as :func:`simulate` would, for the same inputs.
+    """
+    _check(config, trace)
     if config.mode == "dynamic":
         return len(trace.pods) * len(config.policies)
     mean = sum(p.gpus for p in trace.pods) / max(1, len(trace.pods))
