@@ -157,6 +157,15 @@ def up(
             help="Open `logs --follow` streams of all tenants together; more get 429.",
         ),
     ] = 256,
+    api_workers: Annotated[
+        int,
+        typer.Option(
+            envvar="GPUCAAS_API_WORKERS",
+            help="Processes serving the API on the same socket: this one (it also runs the "
+            "scheduler and the containers) and N-1 forked workers. Log-follow bounds apply "
+            "per process.",
+        ),
+    ] = 1,
 ) -> None:
     """Start API + store + scheduler + a local fleet of simulated HGX boards in one process.
 
@@ -204,5 +213,6 @@ def up(
                 retain_finished_days=retain_finished_days or None,
                 max_followers_per_tenant=max_followers_per_tenant,
                 max_followers=max_followers,
+                api_workers=api_workers,
             )
         )
