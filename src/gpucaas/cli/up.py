@@ -161,9 +161,10 @@ def up(
         int,
         typer.Option(
             envvar="GPUCAAS_API_WORKERS",
-            help="Processes serving the API on the same socket: this one (it also runs the "
-            "scheduler and the containers) and N-1 forked workers. Log-follow bounds apply "
-            "per process.",
+            help="Processes serving the API. 1: this one, which also runs the scheduler and "
+            "the containers. N > 1: N forked workers share the listening socket and forward "
+            "admin routes, /healthz and /metrics to this process. Log-follow bounds apply per "
+            "worker.",
         ),
     ] = 1,
 ) -> None:

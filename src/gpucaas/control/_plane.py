@@ -132,8 +132,9 @@ class ControlPlaneConfig:
     retain_finished_days: float | None = 7.0
     """Finished containers are purged this long after they ended. None: no age limit."""
     api_workers: int = 1
-    """Processes that serve the API (:mod:`._workers`): this one, which also runs the
-    scheduler and the backend, and ``api_workers - 1`` forked workers on the same socket."""
+    """Processes that serve the API (:mod:`._workers`). 1: this one, which also runs the
+    scheduler and the backend, as before. N > 1: N forked workers on the listening socket,
+    and this process serves only what they forward to it (admin routes, /healthz, /metrics)."""
 
     def limits(self) -> Limits:
         return Limits(
@@ -481,11 +482,18 @@ def serve(config: ControlPlaneConfig, *, announce: Any = print) -> None:
     import uvicorn
 
     host, port = config.host_port()
+    if config.api_workers < 1:
+        raise InvalidRequest(f"--api-workers must be at least 1, got {config.api_workers}")
+    if config.api_workers > 1 and config.backend != "local":
+        # Forked workers would share the Kubernetes client's connections; scale that backend
+        # with replicas on PostgreSQL instead (each its own process, the lease elects one).
+        raise InvalidRequest(
+            f"--api-workers {config.api_workers} needs --backend local; with the kubernetes "
+            "backend run several replicas on one PostgreSQL store instead"
+        )
     # Everything this process and its supervisors create is the owner's alone (the state files
     # set their modes themselves too; this covers what SQLite or a library makes).
     os.umask(0o077)
-    if config.api_workers < 1:
-        raise InvalidRequest(f"--api-workers must be at least 1, got {config.api_workers}")
     plane = ControlPlane(config)
     url = f"http://{host}:{port}"
     try:
@@ -500,11 +508,14 @@ def serve(config: ControlPlaneConfig, *, announce: Any = print) -> None:
             leader_url = f"http://127.0.0.1:{internal.getsockname()[1]}"
             wakes = WakePipe()
             workers = fork_workers(
-                config.api_workers - 1, lambda: _serve_worker(plane, public, leader_url, wakes)
+                config.api_workers, lambda: _serve_worker(plane, public, leader_url, wakes)
             )
+            # The scheduler's process serves only what workers forward: its passes (and the
+            # GIL they hold) no longer delay the tenants' requests.
+            public.close()
             wakes.close_writer()
             wakes.relay(lambda stops: plane.scheduler.wake(stops=stops))
-            sockets = [public, internal]
+            sockets = [internal]
             app = ServedBy(plane.app)
     except BaseException:
         plane.stop()
@@ -548,7 +559,10 @@ def serve(config: ControlPlaneConfig, *, announce: Any = print) -> None:
     announce("    gpucaas run --gpus 2 --wait docker.io/library/busybox -- sh -c 'echo hi'")
     announce("    gpucaas ps; gpucaas logs ID")
     if workers:
-        announce(f"  API served by {config.api_workers} processes (this one runs the scheduler)")
+        announce(
+            f"  API served by {config.api_workers} worker processes; this one runs the "
+            "scheduler and answers the admin routes they forward"
+        )
 
     def on_signal() -> None:
         plane.followers.close()

@@ -1,11 +1,14 @@
 """API worker processes for ``gpucaas up --api-workers N``: one slow request or a burst of
 submits no longer stalls every other request behind one Python process.
 
-The process that runs :func:`gpucaas.control.serve` (the *leader*) keeps everything it ran
-before: the scheduler (it holds the lease), the backend (only it starts and stops
-containers) and an API server. It binds the listening socket once, then forks N-1 workers
-before any thread starts; each worker serves the same socket (the kernel hands each new
-connection to one of them) with an app of its own over its own store connection.
+The process that runs :func:`gpucaas.control.serve` (the *leader*) keeps the scheduler (it
+holds the lease) and the backend (only it starts and stops containers). It binds the
+listening socket once, then forks N workers before any thread starts; each worker serves
+that socket (the kernel hands each new connection to one of them) with an app of its own
+over its own store connection. The leader itself serves only a loopback socket for what
+workers forward to it, so its scheduler passes (and the GIL they hold) never delay a
+tenant's request: with one process the two shared a GIL, and at 200 requests/s the API
+fell behind by tens of seconds.
 
 A worker answers the tenants' routes itself (submit, list, get, events, logs, stop): they
 need only the store and, for logs, the files the leader's executor writes. Routes that read
@@ -43,8 +46,8 @@ if TYPE_CHECKING:
     import uvicorn
 
 WORKER_HEADER = "x-gpucaas-worker"
-"""Response header that names the process (its pid) that served a request: where a request
-went when several API workers serve (``--api-workers``)."""
+"""Response header, only with ``--api-workers`` above 1: the pid of the process that took
+the request's connection (where requests go; tests and benchmarks read it)."""
 LEADER_ROUTES = ("/v1/admin/", "/healthz", "/metrics")
 """Path prefixes a worker forwards to the leader (they read or change its memory)."""
 FORWARD_TIMEOUT_S = 60.0
@@ -53,6 +56,10 @@ JOIN_S = 10.0
 _WAKE = b"w"
 _WAKE_STOPS = b"s"
 _PR_SET_PDEATHSIG = 1
+_HOP_BY_HOP = frozenset(
+    [b"connection", b"keep-alive", b"transfer-encoding", b"te", b"upgrade", b"host"]
+    + [b"content-length", b"proxy-connection", b"trailer"]
+)
 
 
 def default_api_workers() -> int:
@@ -169,9 +176,7 @@ class ToLeader:
             body += message.get("body", b"")
             if not message.get("more_body", False):
                 break
-        headers = [
-            (k, v) for k, v in scope.get("headers", []) if k not in (b"host", b"content-length")
-        ]
+        headers = [(k, v) for k, v in scope.get("headers", []) if k.lower() not in _HOP_BY_HOP]
         try:
             reply = await self.client.request(
                 scope["method"],
@@ -196,7 +201,8 @@ class ToLeader:
             out = [
                 (k.encode("latin-1"), v.encode("latin-1"))
                 for k, v in reply.headers.multi_items()
-                if k.lower() not in ("content-length", "transfer-encoding", "connection")
+                # The worker's own WORKER_HEADER names the process the client talked to.
+                if k.lower().encode() not in _HOP_BY_HOP and k.lower() != WORKER_HEADER
             ]
         out.append((b"content-length", str(len(content)).encode()))
         await send({"type": "http.response.start", "status": status, "headers": out})
