@@ -19,9 +19,17 @@ measures, against baselines taken in the same run on the same machine:
    same command with ``subprocess.Popen`` here and reading its first line.
    Target: p99 < 1 s.
 
+4. (``--mixed``, run alone) mixed open-loop load, 75 % GET (a container by ID, a list page of
+   20) and 25 % POST (``sleep 3600``), on 20 boards, at 100 and 200 requests/s for 60 s,
+   against each ``--api-workers`` count (default 1,2). The client is compiled
+   (``benchmarks/loadgen``, Go standard library; ``go build`` needs no download) and reports
+   its own lag, with the load average before and after. Targets: no errors, p99 < 50 ms at
+   100/s and < 250 ms at 200/s.
+
 Times are reported, never asserted: this script gates nothing.
 
 Run: .venv/bin/python benchmarks/bench_control.py [--quick] [--rate R] [--seconds S]
+     .venv/bin/python benchmarks/bench_control.py --mixed [--rate R] [--api-workers 1,3]
 """
 
 from __future__ import annotations
