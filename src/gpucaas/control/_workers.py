@@ -34,16 +34,13 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import httpx
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ._limits import Limits, RequestLimits, error_body
 from ._scheduler import Scheduler
-
-if TYPE_CHECKING:
-    import uvicorn
 
 WORKER_HEADER = "x-gpucaas-worker"
 """Response header, only with ``--api-workers`` above 1: the pid of the process that took
@@ -60,11 +57,6 @@ _HOP_BY_HOP = frozenset(
     [b"connection", b"keep-alive", b"transfer-encoding", b"te", b"upgrade", b"host"]
     + [b"content-length", b"proxy-connection", b"trailer"]
 )
-
-
-def default_api_workers() -> int:
-    """One process: several only pay on a machine with cores to spare (see the README)."""
-    return 1
 
 
 def listen_socket(host: str, port: int) -> socket.socket:
@@ -260,7 +252,3 @@ def stop_workers(pids: Sequence[int], *, timeout_s: float = JOIN_S) -> None:
             os.kill(pid, signal.SIGKILL)
         with contextlib.suppress(ChildProcessError):
             os.waitpid(pid, 0)
-
-
-def run_server(server: uvicorn.Server, sockets: list[socket.socket]) -> None:
-    server.run(sockets=sockets)
