@@ -19,9 +19,17 @@ measures, against baselines taken in the same run on the same machine:
    same command with ``subprocess.Popen`` here and reading its first line.
    Target: p99 < 1 s.
 
+4. (``--mixed``, run alone) mixed open-loop load, 75 % GET (a container by ID, a list page of
+   20) and 25 % POST (``sleep 3600``), on 20 boards, at 100 and 200 requests/s for 60 s,
+   against each ``--api-workers`` count (default 1,2). The client is compiled
+   (``benchmarks/loadgen``, Go standard library; ``go build`` needs no download) and reports
+   its own lag, with the load average before and after. Targets: no errors, p99 < 50 ms at
+   100/s and < 250 ms at 200/s.
+
 Times are reported, never asserted: this script gates nothing.
 
 Run: .venv/bin/python benchmarks/bench_control.py [--quick] [--rate R] [--seconds S]
+     .venv/bin/python benchmarks/bench_control.py --mixed [--rate R] [--api-workers 1,3]
 """
 
 from __future__ import annotations
@@ -110,7 +118,7 @@ def gpucaas_script() -> str:
     return str(script)
 
 
-def start_server(root: Path, name: str) -> Server:
+def start_server(root: Path, name: str, *, nodes: int = NODES, extra: Sequence[str] = ()) -> Server:
     """``gpucaas up`` in a subprocess with its own state dir; waits for /healthz."""
     state_dir = root / name
     log = root / f"{name}.log"
@@ -121,7 +129,7 @@ def start_server(root: Path, name: str) -> Server:
         "--state-dir",
         str(state_dir),
         "--nodes",
-        str(NODES),
+        str(nodes),
         "--board",
         BOARD,
         "--executor",
@@ -129,6 +137,7 @@ def start_server(root: Path, name: str) -> Server:
         "--unsafe-process",
         "--listen",
         url.removeprefix("http://"),
+        *extra,
     ]
     with open(log, "wb") as out:
         proc = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
@@ -179,8 +188,10 @@ def stop_server(server: Server) -> int:
 
 
 @contextlib.contextmanager
-def running_server(root: Path, name: str) -> Iterator[Server]:
-    server = start_server(root, name)
+def running_server(
+    root: Path, name: str, *, nodes: int = NODES, extra: Sequence[str] = ()
+) -> Iterator[Server]:
+    server = start_server(root, name, nodes=nodes, extra=extra)
     try:
         yield server
     finally:
@@ -659,6 +670,111 @@ def section_boot(root: Path, settings: Settings) -> None:
         )
 
 
+# -- 4. mixed load, API workers ---------------------------------------------------------------
+
+MIXED_NODES = 20
+MIXED_GET_SHARE = 0.75
+MIXED_SEEDED = 20
+MIXED_P99_TARGET_MS = {100.0: 50.0, 200.0: 250.0}
+LOADGEN = Path(__file__).with_name("loadgen")
+
+
+def build_loadgen(root: Path) -> Path:
+    """The open-loop client, compiled (Go, standard library only): a Python client on the
+    same two CPUs as the server falls behind its own schedule at 200/s."""
+    binary = root / "loadgen"
+    subprocess.run(
+        ["go", "build", "-o", str(binary), "."],
+        cwd=LOADGEN,
+        check=True,
+        env={**os.environ, "GOFLAGS": "-mod=mod", "GOTOOLCHAIN": "local"},
+    )
+    return binary
+
+
+def mixed_run(
+    root: Path, loadgen: Path, rate: float, seconds: float, workers: int
+) -> dict[str, Any]:
+    """One fresh server with ``workers`` API processes and 20 boards; the tenant's first
+    containers (``sleep 3600``) seeded, then ``rate``/s for ``seconds``: 75 % GET (by ID,
+    list pages of 20), 25 % POST (``sleep 3600``: the fleet fills, then the queue grows)."""
+    name = f"mixed-{rate:g}-w{workers}"
+    extra = ["--api-workers", str(workers)]
+    with running_server(root, name, nodes=MIXED_NODES, extra=extra) as server:
+        headers = create_tenant(server, "bench")
+        rng = random.Random(SEED)
+        with httpx.Client(base_url=server.url, headers=headers, timeout=TIMEOUT) as c:
+            ids = []
+            for _ in range(MIXED_SEEDED):
+                r = c.post("/v1/containers", json=container_body(rng, ["sleep", "3600"]))
+                r.raise_for_status()
+                ids.append(r.json()["id"])
+        load1 = os.getloadavg()[0]
+        out = subprocess.run(
+            [
+                str(loadgen),
+                f"-url={server.url}",
+                f"-token={headers['Authorization'].removeprefix('Bearer ')}",
+                f"-rate={rate}",
+                f"-seconds={seconds}",
+                f"-get={MIXED_GET_SHARE}",
+                f"-ids={','.join(ids)}",
+                f"-seed={SEED}",
+            ],
+            check=True,
+            capture_output=True,
+            text=True,
+        )
+        result: dict[str, Any] = json.loads(out.stdout)
+        result["load_before"] = load1
+        result["load_after"] = os.getloadavg()[0]
+        return result
+
+
+def print_mixed(rate: float, runs: dict[int, dict[str, Any]]) -> None:
+    target = MIXED_P99_TARGET_MS.get(rate)
+    print(
+        f"\n{rate:g} requests/s, 75 % GET / 25 % POST, {MIXED_NODES} boards"
+        + (f" (target: no errors, p99 < {target:g} ms)" if target else "")
+    )
+    print(
+        f"{'API workers':14}{'sent':>7}{'ok':>7}{'errors':>8}{'p50':>9}{'p90':>9}{'p99':>9}"
+        f"{'max':>9}{'lag p99':>9}{'lag max':>9}   load 1m"
+    )
+    for workers, r in runs.items():
+        s, lag = r["latency_ms"], r["lag_ms"]
+        errors = sum(r["errors"].values())
+        print(
+            f"{workers:<14}{r['sent']:>7}{r['ok']:>7}{errors:>8}{s['p50']:>9.1f}{s['p90']:>9.1f}"
+            f"{s['p99']:>9.1f}{s['max']:>9.1f}{lag['p99']:>9.1f}{lag['max']:>9.1f}   "
+            f"{r['load_before']:.2f} → {r['load_after']:.2f}   (ms)"
+        )
+        if errors:
+            print(f"  errors: {r['errors']}")
+        for kind, k in sorted(r["by_kind"].items()):
+            print(f"  {kind:10} ok {k['ok']:>6.0f}  p50 {k['p50']:7.1f}  p99 {k['p99']:8.1f} ms")
+    if len(runs) > 1:
+        base = runs[min(runs)]["latency_ms"]["p99"]
+        for workers, r in runs.items():
+            if workers != min(runs):
+                print(
+                    f"  p99 of {min(runs)} worker / {workers} workers: "
+                    f"{ratio(base, r['latency_ms']['p99'])}"
+                )
+
+
+def section_mixed(
+    root: Path, rates: Sequence[float], seconds: float, workers: Sequence[int]
+) -> None:
+    print(
+        "\n== 4. mixed open-loop load against API worker processes (Go client, latency from "
+        "the scheduled send time; 'lag' is how late the client itself sent) =="
+    )
+    loadgen = build_loadgen(root)
+    for rate in rates:
+        print_mixed(rate, {w: mixed_run(root, loadgen, rate, seconds, w) for w in workers})
+
+
 # -- main ------------------------------------------------------------------------------------
 
 
@@ -667,7 +783,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="everything small (under a minute)")
     parser.add_argument("--rate", type=float, help="submit requests/s (default 200; quick 100)")
     parser.add_argument("--seconds", type=float, help="submit load duration (default 60; quick 5)")
+    parser.add_argument(
+        "--mixed",
+        action="store_true",
+        help="only section 4: 75 %% GET / 25 %% POST at --rate (default: 100 then 200/s) "
+        "against each --api-workers count",
+    )
+    parser.add_argument(
+        "--api-workers",
+        default="1,2",
+        help="section 4: comma-separated API worker counts to compare (default 1,2)",
+    )
     args = parser.parse_args(argv)
+    if args.mixed:
+        rates = [args.rate] if args.rate else [100.0, 200.0]
+        workers = [int(w) for w in args.api_workers.split(",")]
+        print(
+            f"gpucaas up, {MIXED_NODES} × {BOARD}, executor process, SQLite; client and server "
+            f"share this machine: {os.cpu_count()} CPUs; {args.seconds or 60:g} s per run"
+        )
+        with tempfile.TemporaryDirectory(prefix="bench-control-") as tmp:
+            section_mixed(Path(tmp), rates, args.seconds or 60.0, workers)
+        return 0
     settings = settings_from(args)
     started = time.perf_counter()
     boots = ", ".join(f"{n} at {r:g}/s" for n, r in settings.boots)

@@ -13,7 +13,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import httpx
@@ -32,7 +32,7 @@ at most; the lease TTL it used to wait for is 10 s after that)."""
 class Replica:
     """``gpucaas up`` as a subprocess, with its own state dir, on a store it may share."""
 
-    def __init__(self, state_dir: Path, store_url: str) -> None:
+    def __init__(self, state_dir: Path, store_url: str, extra: Sequence[str] = ()) -> None:
         state_dir.mkdir(parents=True, exist_ok=True)
         self.state_dir = state_dir
         self.port = free_port()
@@ -55,6 +55,7 @@ class Replica:
                     f"127.0.0.1:{self.port}",
                     "--store",
                     store_url,
+                    *extra,
                 ],
                 stdout=out,
                 stderr=err,

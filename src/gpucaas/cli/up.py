@@ -158,6 +158,16 @@ def up(
             help="Open `logs --follow` streams of all tenants together; more get 429.",
         ),
     ] = 256,
+    api_workers: Annotated[
+        int,
+        typer.Option(
+            envvar="GPUCAAS_API_WORKERS",
+            help="Processes serving the API. 1: this one, which also runs the scheduler and "
+            "the containers. N > 1: N forked workers share the listening socket and forward "
+            "admin routes, /healthz and /metrics to this process. Log-follow bounds apply per "
+            "worker.",
+        ),
+    ] = 1,
 ) -> None:
     """Start API + store + scheduler + a local fleet of simulated HGX boards in one process.
 
@@ -208,5 +218,6 @@ def up(
                 retain_finished_days=retain_finished_days or None,
                 max_followers_per_tenant=max_followers_per_tenant,
                 max_followers=max_followers,
+                api_workers=api_workers,
             )
         )

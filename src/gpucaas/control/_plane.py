@@ -49,6 +49,15 @@ from ._limits import (
 from ._local import LocalBackend
 from ._scheduler import DEFAULT_GRACE_S, Retention, Scheduler
 from ._store import Store, sqlite_url
+from ._workers import (
+    ServedBy,
+    WakePipe,
+    WorkerScheduler,
+    fork_workers,
+    listen_socket,
+    stop_workers,
+    worker_app,
+)
 
 if TYPE_CHECKING:
     import uvicorn
@@ -122,6 +131,10 @@ class ControlPlaneConfig:
     their events and, on the local backend, their logs). None: no count limit."""
     retain_finished_days: float | None = 7.0
     """Finished containers are purged this long after they ended. None: no age limit."""
+    api_workers: int = 1
+    """Processes that serve the API (:mod:`._workers`). 1: this one, which also runs the
+    scheduler and the backend, as before. N > 1: N forked workers on the listening socket,
+    and this process serves only what they forward to it (admin routes, /healthz, /metrics)."""
 
     def limits(self) -> Limits:
         return Limits(
@@ -430,18 +443,83 @@ def _uvicorn_server(config: uvicorn.Config, on_signal: Callable[[], None]) -> uv
     return Server(config)
 
 
+def _serve_worker(
+    plane: ControlPlane, public: socket.socket, leader_url: str, wakes: WakePipe
+) -> None:
+    """A forked API worker (:mod:`._workers`): its own store connection, log followers and
+    app on the inherited socket, until SIGTERM or SIGINT."""
+    import uvicorn
+
+    config = plane.config
+    wakes.close_reader()
+    store = Store(plane.store.url, migrate=False)
+    try:
+        scheduler = WorkerScheduler(
+            store, plane.backend, policy=config.policy, grace_s=config.grace_s, wakes=wakes
+        )
+        followers = Followers(config.max_followers_per_tenant, config.max_followers)
+        app = create_app(
+            store, scheduler, plane.backend, limits=config.limits(), followers=followers
+        )
+        server = _uvicorn_server(
+            uvicorn.Config(
+                worker_app(app, leader_url, config.limits()),
+                log_level="warning",
+                access_log=False,
+                **uvicorn_limits(config.limits()),
+                timeout_graceful_shutdown=SHUTDOWN_GRACE_S,
+            ),
+            followers.close,
+        )
+        server.run(sockets=[public])
+    finally:
+        store.close()
+
+
 def serve(config: ControlPlaneConfig, *, announce: Any = print) -> None:
     """Run until SIGINT or SIGTERM, then stop everything (followers ended, requests given
     :data:`SHUTDOWN_GRACE_S`, scheduler joined, lease released) and return."""
     import uvicorn
 
     host, port = config.host_port()
+    if config.api_workers < 1:
+        raise InvalidRequest(f"--api-workers must be at least 1, got {config.api_workers}")
+    if config.api_workers > 1 and config.backend != "local":
+        # Forked workers would share the Kubernetes client's connections; scale that backend
+        # with replicas on PostgreSQL instead (each its own process, the lease elects one).
+        raise InvalidRequest(
+            f"--api-workers {config.api_workers} needs --backend local; with the kubernetes "
+            "backend run several replicas on one PostgreSQL store instead"
+        )
     # Everything this process and its supervisors create is the owner's alone (the state files
     # set their modes themselves too; this covers what SQLite or a library makes).
     os.umask(0o077)
     plane = ControlPlane(config)
     url = f"http://{host}:{port}"
-    creds = plane.bootstrap(url)
+    try:
+        creds = plane.bootstrap(url)
+        app: Any = plane.app
+        sockets: list[socket.socket] | None = None
+        workers: list[int] = []
+        if config.api_workers > 1:
+            # Bound once, forked before any thread starts (plane.start), served by all.
+            public = listen_socket(host, port)
+            internal = listen_socket("127.0.0.1", 0)
+            leader_url = f"http://127.0.0.1:{internal.getsockname()[1]}"
+            wakes = WakePipe()
+            workers = fork_workers(
+                config.api_workers, lambda: _serve_worker(plane, public, leader_url, wakes)
+            )
+            # The scheduler's process serves only what workers forward: its passes (and the
+            # GIL they hold) no longer delay the tenants' requests.
+            public.close()
+            wakes.close_writer()
+            wakes.relay(lambda stops: plane.scheduler.wake(stops=stops))
+            sockets = [internal]
+            app = ServedBy(plane.app)
+    except BaseException:
+        plane.stop()
+        raise
     plane.start()
     if isinstance(plane.backend, LocalBackend):
         executor = plane.backend.executor.name
@@ -480,9 +558,21 @@ def serve(config: ControlPlaneConfig, *, announce: Any = print) -> None:
     announce(f"    export GPUCAAS_URL={url} GPUCAAS_TOKEN=<the tenant token>")
     announce("    gpucaas run --gpus 2 --wait docker.io/library/busybox -- sh -c 'echo hi'")
     announce("    gpucaas ps; gpucaas logs ID")
+    if workers:
+        announce(
+            f"  API served by {config.api_workers} worker processes; this one runs the "
+            "scheduler and answers the admin routes they forward"
+        )
+
+    def on_signal() -> None:
+        plane.followers.close()
+        for pid in workers:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+
     server = _uvicorn_server(
         uvicorn.Config(
-            plane.app,
+            app,
             host=host,
             port=port,
             log_level="warning",
@@ -490,10 +580,13 @@ def serve(config: ControlPlaneConfig, *, announce: Any = print) -> None:
             **uvicorn_limits(config.limits()),
             timeout_graceful_shutdown=SHUTDOWN_GRACE_S,
         ),
-        plane.followers.close,
+        on_signal,
     )
     try:
-        server.run()
+        server.run(sockets=sockets)
     finally:
-        plane.stop()
+        try:
+            stop_workers(workers)
+        finally:
+            plane.stop()
     announce("gpucaas up: stopped (scheduler lease released)")

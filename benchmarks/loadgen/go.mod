@@ -1,0 +1,3 @@
+module gpucaas/benchmarks/loadgen
+
+go 1.22
