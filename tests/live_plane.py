@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import socket
+import subprocess
+import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,6 +49,32 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+GPUCAAS = Path(sys.executable).with_name("gpucaas")
+"""The console script of this environment (what a user runs)."""
+
+
+def start_up_process(
+    state_dir: Path, port: int, log: Path, extra: Sequence[str] = (), budget_s: float = 60.0
+) -> subprocess.Popen[bytes]:
+    """``gpucaas up`` as a subprocess (2 boards, process executor) on 127.0.0.1:``port``,
+    stdout and stderr appended to ``log``; returns once ``/healthz`` answers 200 (fails with the log
+    if it exits or does not answer within ``budget_s``)."""
+    argv = [str(GPUCAAS), "up", "--state-dir", str(state_dir), "--nodes", "2"]
+    argv += ["--executor", "process", "--unsafe-process", "--listen", f"127.0.0.1:{port}"]
+    with log.open("ab") as err:
+        proc = subprocess.Popen([*argv, *extra], stdout=err, stderr=err)
+    deadline = time.monotonic() + budget_s
+    while True:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2).status_code == 200:
+                return proc
+        except httpx.TransportError:
+            pass
+        assert proc.poll() is None, log.read_text()
+        assert time.monotonic() < deadline, f"gpucaas up did not answer in {budget_s:g} s"
+        time.sleep(0.1)
 
 
 def wait_state(

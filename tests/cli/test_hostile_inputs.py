@@ -366,6 +366,9 @@ def test_an_unreadable_token_file_exits_2(tmp_path: Path) -> None:
     path.write_text(SECRET)
     path.chmod(0o000)
     if os.access(path, os.R_OK):
-        pytest.skip("running as root: mode 000 does not stop this process reading the file")
+        pytest.skip(
+            "running as root: mode 000 does not stop root reading the file; "
+            "run the tests as a non-root user to check it"
+        )
     line = assert_one_line(invoke(fmctl_app, fmctl_list(path, tmp_path)), 2, "fmctl: ")
     assert "cannot read the token file" in line

@@ -12,7 +12,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -22,9 +21,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.live_plane import FINAL, free_port
-
-GPUCAAS = Path(sys.executable).with_name("gpucaas")
+from tests.live_plane import FINAL, free_port, start_up_process
 
 
 class Server:
@@ -35,34 +32,9 @@ class Server:
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
-        with open(self.state_dir / "server.log", "ab") as log:
-            self.proc = subprocess.Popen(
-                [
-                    str(GPUCAAS),
-                    "up",
-                    "--state-dir",
-                    str(self.state_dir),
-                    "--nodes",
-                    "2",
-                    "--executor",
-                    "process",
-                    "--unsafe-process",
-                    "--listen",
-                    f"127.0.0.1:{self.port}",
-                ],
-                stdout=subprocess.DEVNULL,
-                stderr=log,
-            )
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            assert self.proc.poll() is None, (self.state_dir / "server.log").read_text()
-            assert time.monotonic() < deadline, "gpucaas up did not answer in 30 s"
-            time.sleep(0.1)
+        self.proc = start_up_process(
+            self.state_dir, self.port, self.state_dir / "server.log", budget_s=30
+        )
 
     def kill9(self) -> None:
         assert self.proc is not None

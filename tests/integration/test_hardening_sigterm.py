@@ -10,7 +10,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -21,9 +20,8 @@ import pytest
 
 from gpucaas.control import Store
 
-from ..live_plane import free_port
+from ..live_plane import free_port, start_up_process
 
-GPUCAAS = Path(sys.executable).with_name("gpucaas")
 STOP_BOUND_S = 15.0
 """A stop must finish within this (the server's own grace is 5 s, the scheduler join 10 s
 at most; the lease TTL it used to wait for is 10 s after that)."""
@@ -37,39 +35,8 @@ class Replica:
         self.state_dir = state_dir
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.out = state_dir / "stdout.log"
-        self.err = state_dir / "stderr.log"
-        with self.out.open("wb") as out, self.err.open("wb") as err:
-            self.proc = subprocess.Popen(
-                [
-                    str(GPUCAAS),
-                    "up",
-                    "--state-dir",
-                    str(state_dir),
-                    "--nodes",
-                    "2",
-                    "--executor",
-                    "process",
-                    "--unsafe-process",
-                    "--listen",
-                    f"127.0.0.1:{self.port}",
-                    "--store",
-                    store_url,
-                    *extra,
-                ],
-                stdout=out,
-                stderr=err,
-            )
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"{self.url}/healthz", timeout=2).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            assert self.proc.poll() is None, self.err.read_text()
-            assert time.monotonic() < deadline, "gpucaas up did not answer in 60 s"
-            time.sleep(0.1)
+        self.out = self.err = state_dir / "up.log"  # stdout and stderr
+        self.proc = start_up_process(state_dir, self.port, self.err, ["--store", store_url, *extra])
 
     def signal_and_wait(self, signum: int) -> tuple[int, float]:
         start = time.monotonic()
